@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from guard_plugins.categories import Category, CustomCategory
 from guard_plugins.conversation import Conversation, ImagePart, Message, TextPart, ToolCallPart
+from guard_plugins.decision import Decision
 from guard_plugins.errors import (
     BackendError,
     BackendHTTPError,
@@ -28,12 +29,16 @@ from guard_plugins.errors import (
     PromptTooLongError,
     VerdictParseError,
 )
+from guard_plugins.guard import ApprovalRequest, Guard
+from guard_plugins.policy import Action, Hook, HookPolicy, Policy
 from guard_plugins.prompt import build_prompt, render_prompt
 from guard_plugins.verdict import Verdict, parse_verdict
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Action",
+    "ApprovalRequest",
     "BackendError",
     "BackendHTTPError",
     "BackendTimeout",
@@ -44,13 +49,18 @@ __all__ = [
     "Conversation",
     "ConversationError",
     "CustomCategory",
+    "Decision",
+    "Guard",
     "GuardBlocked",
     "GuardError",
+    "Hook",
+    "HookPolicy",
     "ImageError",
     "ImagePart",
     "Message",
     "MissingDependencyError",
     "ModelLoadError",
+    "Policy",
     "PromptIntegrityError",
     "PromptTooLongError",
     "TextPart",

@@ -101,8 +101,8 @@ _CODE_RE = re.compile(r"^[A-Z][A-Za-z0-9_]{0,15}$")
 class CustomCategory:
     """A category for zero-shot policies: a code the model answers with, a name, a description.
 
-    >>> CustomCategory("C1", "Competitor Mentions", "Messages that name a competitor.").prompt_line()
-    'C1: Competitor Mentions.\\nMessages that name a competitor.'
+    >>> CustomCategory("C1", "Competitors", "Messages that name a competitor.").prompt_line()
+    'C1: Competitors.\\nMessages that name a competitor.'
     """
 
     code: str
@@ -135,7 +135,7 @@ CategoryLike = Union[Category, CustomCategory]
 DEFAULT_CATEGORIES: tuple[Category, ...] = tuple(Category)
 
 CategorySpec = Union[
-    str, Category, CustomCategory, Iterable[Union[str, Category, CustomCategory]], Mapping[str, str]
+    str, Category, CustomCategory, Iterable[str | Category | CustomCategory], Mapping[str, str]
 ]
 
 
@@ -186,8 +186,10 @@ def resolve_categories(
     elif isinstance(categories, Mapping):
         chosen = [_from_mapping_item(code, value) for code, value in categories.items()]
     elif isinstance(categories, (str, Category, CustomCategory)):
-        chosen = [_one(c) for c in (categories.split(",") if isinstance(categories, str)
-                                    else [categories])]
+        chosen = [
+            _one(c)
+            for c in (categories.split(",") if isinstance(categories, str) else [categories])
+        ]
     else:
         chosen = [_one(c) for c in categories]
     seen: set[str] = set()
@@ -203,8 +205,7 @@ def resolve_categories(
             f"({', '.join(c.code for c in chosen)})"
         )
     result = tuple(
-        c for c in chosen
-        if c.code not in excluded and not (has_image and c is Category.S14)
+        c for c in chosen if c.code not in excluded and not (has_image and c is Category.S14)
     )
     if not result:
         raise CategoryError("no categories left to assess after exclusions")

@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, cast
 
 from guard_plugins.errors import ConversationError, ImageError
 from guard_plugins.images import ImagePart, load_image
@@ -43,13 +43,28 @@ Role = Literal["user", "assistant", "tool", "system"]
 AssessedRole = Literal["User", "Agent"]
 MAX_IMAGES_PER_CONVERSATION = 8
 CODE_ARGUMENT_KEYS = (
-    "code", "source", "source_code", "script", "python", "python_code", "program",
-    "command", "cmd", "shell", "bash", "query", "sql",
+    "code",
+    "source",
+    "source_code",
+    "script",
+    "python",
+    "python_code",
+    "program",
+    "command",
+    "cmd",
+    "shell",
+    "bash",
+    "query",
+    "sql",
 )
 _ROLES: tuple[Role, ...] = ("user", "assistant", "tool", "system")
 _ROLE_ALIASES: dict[str, Role] = {
-    "human": "user", "ai": "assistant", "model": "assistant", "function": "tool",
-    "developer": "system", "ipython": "tool",
+    "human": "user",
+    "ai": "assistant",
+    "model": "assistant",
+    "function": "tool",
+    "developer": "system",
+    "ipython": "tool",
 }
 
 
@@ -217,9 +232,10 @@ class Conversation:
         if isinstance(source, Message):
             return cls((source,))
         if isinstance(source, Sequence):
-            if all(isinstance(m, Message) for m in source):
-                return cls(tuple(source))  # type: ignore[arg-type]
-            return cls.from_openai(source)
+            items = list(source)
+            if all(isinstance(m, Message) for m in items):
+                return cls(tuple(m for m in items if isinstance(m, Message)))
+            return cls.from_openai(cast("list[Mapping[str, Any]]", items))
         raise ConversationError(
             f"expected a Conversation, a string or a list of messages, got {type(source).__name__}"
         )
@@ -235,9 +251,7 @@ class Conversation:
         """Build from OpenAI chat messages (string or content-part lists, tool_calls, tool)."""
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
             raise ConversationError("from_openai expects a list of message dicts")
-        converted = tuple(
-            _message_from_openai(m, i) for i, m in enumerate(messages)
-        )
+        converted = tuple(_message_from_openai(m, i) for i, m in enumerate(messages))
         return cls(converted, include_system=include_system)
 
     def append(self, message: Message) -> Conversation:
@@ -246,7 +260,9 @@ class Conversation:
     def with_user(self, text: str, images: Iterable[Any] = ()) -> Conversation:
         return self.append(Message.user(text, images))
 
-    def with_assistant(self, text: str = "", tool_calls: Iterable[ToolCallPart] = ()) -> Conversation:
+    def with_assistant(
+        self, text: str = "", tool_calls: Iterable[ToolCallPart] = ()
+    ) -> Conversation:
         return self.append(Message.assistant(text, tool_calls))
 
     def with_tool_result(self, content: str, name: str | None = None) -> Conversation:
@@ -338,7 +354,7 @@ def _message_from_openai(raw: Mapping[str, Any], index: int) -> Message:
             raise ConversationError(f"{where}: images are not supported in {role} messages")
         parts = [TextPart(text)]
     name = raw.get("name") if role == "tool" else None
-    return Message(role, tuple(parts), name=name if isinstance(name, str) else None)  # type: ignore[arg-type]
+    return Message(role, tuple(parts), name=name if isinstance(name, str) else None)
 
 
 _MAX_CONTENT_DEPTH = 8

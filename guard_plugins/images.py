@@ -149,7 +149,7 @@ def _decode_data_url(url: str) -> bytes:
     mime = match.group("mime").lower()
     if mime and not mime.startswith("image/"):
         raise ImageError(f"data: URL has media type {mime!r}, not an image")
-    return _b64decode(url[match.end():])
+    return _b64decode(url[match.end() :])
 
 
 def _b64decode(payload: str) -> bytes:

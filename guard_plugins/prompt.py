@@ -169,8 +169,8 @@ def neutralize_text(text: str) -> str:
         pieces: list[str] = []
         last = 0
         for match in _TAG.finditer(folded):
-            pieces.append(text[last:match.start()])
-            pieces.append(f"[{text[match.start('inner'):match.end('inner')]}]")
+            pieces.append(text[last : match.start()])
+            pieces.append(f"[{text[match.start('inner') : match.end('inner')]}]")
             last = match.end()
         pieces.append(text[last:])
         text = "".join(pieces)

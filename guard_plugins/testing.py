@@ -28,7 +28,7 @@ from guard_plugins.verdict import Verdict, parse_verdict
 __all__ = ["FunctionBackend", "ScriptedBackend", "ScriptedBackendError", "Step"]
 
 Answer = Union[Verdict, str]
-Responder = Callable[[Conversation], Union[Answer, Awaitable[Answer]]]
+Responder = Callable[[Conversation], Answer | Awaitable[Answer]]
 Step = Union[Answer, BaseException, Responder]
 
 
@@ -144,8 +144,10 @@ class ScriptedBackend(Backend):
             start = time.perf_counter()
             if isinstance(step, BaseException):
                 raise step
-            answer = step if isinstance(step, (Verdict, str)) else await _resolve(
-                step(request.conversation)
+            answer = (
+                step
+                if isinstance(step, (Verdict, str))
+                else await _resolve(step(request.conversation))
             )
             verdicts.append(_finish(answer, request, self.name, start))
         return verdicts

@@ -98,7 +98,12 @@ def parse_verdict(
         raise VerdictParseError("model output is empty", raw)
     head, _, rest_of_line = lines[0].partition(" ")
     word = head.strip(" .:").lower()
-    common = {"raw": raw[:_RAW_LIMIT], "role": role, "backend": backend, "latency_ms": latency_ms}
+    common: dict[str, Any] = {
+        "raw": raw[:_RAW_LIMIT],
+        "role": role,
+        "backend": backend,
+        "latency_ms": latency_ms,
+    }
     if word == "safe" and not rest_of_line.strip(" ."):
         return Verdict(safe=True, score=score, **common)
     if word != "unsafe":
@@ -106,7 +111,9 @@ def parse_verdict(
     code_text = rest_of_line if rest_of_line.strip() else (lines[1] if len(lines) > 1 else "")
     named = [c.strip(" .").upper() for c in _CODE_SPLIT.split(code_text) if c.strip(" .")]
     if any(not re.fullmatch(r"[A-Z][A-Z0-9_]{0,15}", c) for c in named):
-        raise VerdictParseError("the category line of an unsafe verdict is not a list of codes", raw)
+        raise VerdictParseError(
+            "the category line of an unsafe verdict is not a list of codes", raw
+        )
     by_code = {c.code.upper(): c for c in (listed if listed is not None else DEFAULT_CATEGORIES)}
     categories: list[CategoryLike] = []
     ignored: list[str] = []

@@ -1,0 +1,177 @@
+"""Verdict cache and micro-batching between the Guard and its backend.
+
+- `VerdictCache`: bounded LRU keyed on (prompt text, image hashes, threshold); thread-safe.
+  The prompt text includes the category list, so different policies never share verdicts.
+- `MicroBatcher`: concurrent checks on one event loop are sent to the backend together. While a
+  batch runs, new requests queue and form the next batch, so a lone caller pays no waiting time
+  and a busy backend sees full batches. Identical in-flight requests share one classification.
+  If a batch fails, its requests are retried one by one so each caller gets its own outcome. A
+  caller cancelled while waiting is dropped without disturbing the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from guard_plugins.backends.base import Backend, ClassificationRequest
+from guard_plugins.verdict import Verdict
+
+__all__ = ["MicroBatcher", "VerdictCache", "request_key"]
+
+
+def request_key(request: ClassificationRequest) -> Hashable:
+    images = tuple(img.sha256 for img in request.conversation.images)
+    return (request.prompt.text, images, request.threshold)
+
+
+class VerdictCache:
+    """A bounded, thread-safe LRU of verdicts."""
+
+    def __init__(self, maxsize: int = 4096) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[Hashable, Verdict] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> Verdict | None:
+        with self._lock:
+            verdict = self._data.get(key)
+            if verdict is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return verdict
+
+    def put(self, key: Hashable, verdict: Verdict) -> None:
+        if self.maxsize <= 0:
+            return
+        with self._lock:
+            self._data[key] = verdict
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass
+class _LoopState:
+    pending: OrderedDict[Hashable, tuple[ClassificationRequest, list[asyncio.Future[Verdict]]]] = (
+        field(default_factory=OrderedDict)
+    )
+    draining: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+class MicroBatcher:
+    """Groups concurrent classifications into backend batches (see module docstring)."""
+
+    def __init__(self, backend: Backend, *, max_batch_size: int = 16, window_s: float = 0.0):
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.backend = backend
+        self.max_batch_size = max_batch_size
+        self.window_s = window_s
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+        self.batches: int = 0
+        self.requests: int = 0
+
+    def _state(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
+        with self._lock:
+            state = self._states.get(loop)
+            if state is None:
+                state = self._states[loop] = _LoopState()
+            return state
+
+    async def submit(self, request: ClassificationRequest) -> Verdict:
+        loop = asyncio.get_running_loop()
+        state = self._state(loop)
+        future: asyncio.Future[Verdict] = loop.create_future()
+        key = request_key(request)
+        if key in state.pending:
+            state.pending[key][1].append(future)
+        else:
+            state.pending[key] = (request, [future])
+        if not state.draining:
+            state.draining = True
+            state.task = loop.create_task(self._drain(state))
+        return await future
+
+    async def _drain(self, state: _LoopState) -> None:
+        try:
+            # Yield once (or wait the window) so callers gathered together share a batch.
+            await asyncio.sleep(self.window_s)
+            while state.pending:
+                batch: list[tuple[ClassificationRequest, list[asyncio.Future[Verdict]]]] = []
+                while state.pending and len(batch) < self.max_batch_size:
+                    _, (request, futures) = state.pending.popitem(last=False)
+                    live = [f for f in futures if not f.done()]
+                    if live:
+                        batch.append((request, live))
+                if batch:
+                    await self._run(batch)
+        finally:
+            state.draining = False
+            if state.pending:  # arrived after the loop ended: start another drain
+                state.draining = True
+                state.task = asyncio.get_running_loop().create_task(self._drain(state))
+
+    async def _run(
+        self, batch: list[tuple[ClassificationRequest, list[asyncio.Future[Verdict]]]]
+    ) -> None:
+        self.batches += 1
+        self.requests += len(batch)
+        try:
+            verdicts = await self.backend.classify_batch([request for request, _ in batch])
+            if len(verdicts) != len(batch):
+                raise RuntimeError(
+                    f"backend {self.backend.name} returned {len(verdicts)} verdicts for "
+                    f"{len(batch)} requests"
+                )
+        except Exception as exc:
+            if len(batch) == 1:
+                _fail(batch[0][1], exc)
+                return
+            for request, futures in batch:  # isolate the failure: one by one
+                try:
+                    (verdict,) = await self.backend.classify_batch([request])
+                except Exception as single_exc:
+                    _fail(futures, single_exc)
+                else:
+                    _resolve(futures, verdict)
+            return
+        except asyncio.CancelledError:
+            for _, futures in batch:
+                for f in futures:
+                    if not f.done():
+                        f.cancel()
+            raise
+        for (_, futures), verdict in zip(batch, verdicts, strict=True):
+            _resolve(futures, verdict)
+
+
+def _resolve(futures: list[asyncio.Future[Verdict]], verdict: Verdict) -> None:
+    for f in futures:
+        if not f.done():
+            f.set_result(verdict)
+
+
+def _fail(futures: list[asyncio.Future[Verdict]], exc: BaseException) -> None:
+    for f in futures:
+        if not f.done():
+            f.set_exception(exc)

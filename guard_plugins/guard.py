@@ -1,0 +1,477 @@
+"""The Guard: the one object adapters hold.
+
+It turns a hook and a conversation into a `Decision`: fits the conversation to the backend's
+budget, asks the backend (through the verdict cache and the micro-batcher), adds the static code
+screen and Prompt Guard where configured, applies the policy, asks an approver when the policy
+says so, and emits an audit event. Async core; the sync methods run the same coroutine.
+
+>>> from guard_plugins.testing import FunctionBackend
+>>> guard = Guard(FunctionBackend(lambda c: "unsafe\\nS14" if "rm -rf /" in c.turns()[-1].text
+...                               else "safe"))
+>>> guard.check_tool_call("bash", {"command": "rm -rf /"}).action
+<Action.BLOCK: 'block'>
+>>> guard.check_tool_call("bash", {"command": "ls"}).allowed
+True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from guard_plugins._sync import run_sync
+from guard_plugins.audit import AuditSink, build_event, emit, otel_span
+from guard_plugins.backends.base import Backend, ClassificationRequest
+from guard_plugins.batching import MicroBatcher, VerdictCache, request_key
+from guard_plugins.conversation import (
+    Conversation,
+    ConversationLike,
+    Message,
+    ToolCallPart,
+)
+from guard_plugins.decision import Decision, PromptGuardResult, ScreenFinding
+from guard_plugins.errors import ConfigError, GuardError
+from guard_plugins.fitting import fit_conversation
+from guard_plugins.policy import Action, Hook, HookPolicy, Policy
+from guard_plugins.verdict import Verdict
+
+if TYPE_CHECKING:
+    from guard_plugins.backends.prompt_guard import PromptGuardBackend
+
+__all__ = ["ApprovalRequest", "Approver", "Guard"]
+
+logger = logging.getLogger("guard_plugins.guard")
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """What an approver is asked about: the provisional decision and the content's context."""
+
+    decision: Decision
+    conversation: Conversation
+    tool_name: str | None = None
+    arguments: Mapping[str, Any] | str | None = None
+
+
+Approver = Callable[[ApprovalRequest], bool | Awaitable[bool]]
+
+
+class Guard:
+    """Checks content at four hooks and returns Decisions.
+
+    `backend` classifies; `policy` (default: `Policy()`) decides; `approver` answers
+    ``require_approval`` actions (no approver: denied); `sinks` receive audit events;
+    `prompt_guard` (a `PromptGuardBackend`) adds a jailbreak / injection classifier at
+    ``user_input`` and ``tool_result``. `cache_size=0` disables the verdict cache;
+    `max_batch_size=1` disables micro-batching.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        policy: Policy | None = None,
+        *,
+        approver: Approver | None = None,
+        sinks: Sequence[AuditSink] = (),
+        prompt_guard: PromptGuardBackend | None = None,
+        cache_size: int = 4096,
+        max_batch_size: int = 16,
+        batch_window_s: float = 0.0,
+    ) -> None:
+        if not isinstance(backend, Backend):
+            raise ConfigError(
+                f"backend must be a guard_plugins Backend, got {type(backend).__name__}"
+            )
+        self.backend = backend
+        self.policy = policy if policy is not None else Policy()
+        if not isinstance(self.policy, Policy):
+            raise ConfigError(f"policy must be a Policy, got {type(self.policy).__name__}")
+        self.approver = approver
+        self.sinks: list[AuditSink] = list(sinks)
+        self.prompt_guard = prompt_guard
+        self.cache = VerdictCache(cache_size)
+        self.batcher = MicroBatcher(backend, max_batch_size=max_batch_size, window_s=batch_window_s)
+
+    def __repr__(self) -> str:
+        mode = " monitor" if self.policy.monitor else ""
+        return f"<Guard backend={self.backend.name!r}{mode}>"
+
+    @classmethod
+    def from_env(cls, policy: Policy | None = None, **kwargs: Any) -> Guard:
+        """Build from environment variables (``GUARD_PLUGINS_ENDPOINT`` or ``GUARD_PLUGINS_MODEL``;
+        ``GUARD_PLUGINS_POLICY`` for a policy file). See docs/configuration.md."""
+        from guard_plugins.config import backend_from_env
+
+        if policy is None and os.environ.get("GUARD_PLUGINS_POLICY"):
+            policy = Policy.from_file(os.environ["GUARD_PLUGINS_POLICY"])
+        return cls(backend_from_env(), policy, **kwargs)
+
+    def add_sink(self, sink: AuditSink) -> None:
+        self.sinks.append(sink)
+
+    # -- public async API -------------------------------------------------------------------
+
+    async def acheck_input(self, conversation: ConversationLike) -> Decision:
+        """Check the last user turn (in the context of the conversation so far)."""
+        return await self.acheck(Hook.USER_INPUT, conversation)
+
+    async def acheck_output(self, conversation: ConversationLike) -> Decision:
+        """Check the last assistant turn."""
+        return await self.acheck(Hook.ASSISTANT_OUTPUT, conversation)
+
+    async def acheck_tool_call(
+        self,
+        tool_name: str,
+        arguments: Mapping[str, Any] | str,
+        conversation: ConversationLike | None = None,
+        *,
+        language: str | None = None,
+    ) -> Decision:
+        """Check a tool call before it runs: `arguments` a dict, or a string of code."""
+        call = _tool_call(tool_name, arguments, language)
+        context = _context(conversation)
+        conv = context.append(Message("assistant", (call,)))
+        return await self._check(
+            Hook.TOOL_CALL, conv, tool_name=tool_name, call=call, arguments=arguments
+        )
+
+    async def acheck_tool_result(
+        self, tool_name: str, result: Any, conversation: ConversationLike | None = None
+    ) -> Decision:
+        """Check what a tool returned before the model sees it."""
+        text = result if isinstance(result, str) else _stringify(result)
+        conv = _context(conversation).append(Message.tool(text, name=tool_name))
+        return await self._check(Hook.TOOL_RESULT, conv, tool_name=tool_name)
+
+    async def acheck(self, hook: Hook | str, conversation: ConversationLike) -> Decision:
+        """Check the last turn of `conversation` at `hook`."""
+        return await self._check(Hook(hook), Conversation.of(conversation))
+
+    async def acheck_many(
+        self, hook: Hook | str, conversations: Sequence[ConversationLike]
+    ) -> list[Decision]:
+        """Check several conversations at one hook; they reach the backend as one batch."""
+        return list(await asyncio.gather(*(self.acheck(hook, c) for c in conversations)))
+
+    # -- sync twins -------------------------------------------------------------------------
+
+    def check_input(self, conversation: ConversationLike) -> Decision:
+        return run_sync(self.acheck_input(conversation), api="acheck_input()")
+
+    def check_output(self, conversation: ConversationLike) -> Decision:
+        return run_sync(self.acheck_output(conversation), api="acheck_output()")
+
+    def check_tool_call(
+        self,
+        tool_name: str,
+        arguments: Mapping[str, Any] | str,
+        conversation: ConversationLike | None = None,
+        *,
+        language: str | None = None,
+    ) -> Decision:
+        return run_sync(
+            self.acheck_tool_call(tool_name, arguments, conversation, language=language),
+            api="acheck_tool_call()",
+        )
+
+    def check_tool_result(
+        self, tool_name: str, result: Any, conversation: ConversationLike | None = None
+    ) -> Decision:
+        return run_sync(
+            self.acheck_tool_result(tool_name, result, conversation), api="acheck_tool_result()"
+        )
+
+    def check(self, hook: Hook | str, conversation: ConversationLike) -> Decision:
+        return run_sync(self.acheck(hook, conversation), api="acheck()")
+
+    def check_many(
+        self, hook: Hook | str, conversations: Sequence[ConversationLike]
+    ) -> list[Decision]:
+        return run_sync(self.acheck_many(hook, conversations), api="acheck_many()")
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+        if self.prompt_guard is not None:
+            await self.prompt_guard.aclose()
+
+    def close(self) -> None:
+        run_sync(self.aclose(), api="aclose()")
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    async def _check(
+        self,
+        hook: Hook,
+        conversation: Conversation,
+        *,
+        tool_name: str | None = None,
+        call: ToolCallPart | None = None,
+        arguments: Mapping[str, Any] | str | None = None,
+    ) -> Decision:
+        start = time.perf_counter()
+        hp = self.policy.for_hook(hook)
+        content = conversation.turns()[-1].text  # validates: raises on nothing to assess
+        with otel_span(hook.value, self.backend.name) as record:
+            if not hp.enabled:
+                decision = Decision(hook, Action.ALLOW, "hook_disabled", tool_name=tool_name)
+            else:
+                decision = await self._decide(hook, hp, conversation, tool_name, call)
+                if decision.action is Action.REQUIRE_APPROVAL and decision.enforced:
+                    decision = await self._ask_approval(decision, conversation, arguments)
+            decision = decision.replace(latency_ms=(time.perf_counter() - start) * 1000)
+            record(decision)
+        self._audit(decision, content)
+        return decision
+
+    async def _decide(
+        self,
+        hook: Hook,
+        hp: HookPolicy,
+        conversation: Conversation,
+        tool_name: str | None,
+        call: ToolCallPart | None,
+    ) -> Decision:
+        categories = self.policy.categories_for(hook)
+        budget = self.policy.max_prompt_tokens or self.backend.max_prompt_tokens
+        fitted = fit_conversation(
+            conversation,
+            categories,
+            budget=budget,
+            count_tokens=self.backend.count_tokens,
+            max_context_turns=self.policy.max_context_turns,
+        )
+        requests = [
+            ClassificationRequest(conv, categories, threshold=hp.request_threshold)
+            for conv in fitted.conversations
+        ]
+        findings = _screen(call) if (hook is Hook.TOOL_CALL and hp.screen_code and call) else ()
+        pg_task = None
+        if self.prompt_guard is not None and hook in (Hook.USER_INPUT, Hook.TOOL_RESULT):
+            text = conversation.turns()[-1].text
+            pg_task = asyncio.ensure_future(self.prompt_guard.score(text))
+        common: dict[str, Any] = {
+            "tool_name": tool_name,
+            "findings": findings,
+            "enforced": not self.policy.monitor,
+            "windows": len(requests),
+            "trimmed_turns": fitted.trimmed_messages,
+            "neutralized": any(r.prompt.neutralized for r in requests),
+        }
+        try:
+            verdicts, cached = await self._classify_all(requests, hp.timeout)
+        except GuardError as exc:
+            if pg_task is not None:
+                pg_task.cancel()
+            return self._failed(hook, hp, exc, common)
+        except asyncio.TimeoutError:
+            if pg_task is not None:
+                pg_task.cancel()
+            return self._failed(hook, hp, TimeoutError(f"timed out after {hp.timeout}s"), common)
+        prompt_guard = None
+        if pg_task is not None:
+            try:
+                score = await pg_task
+                prompt_guard = PromptGuardResult(score, score >= hp.prompt_guard_threshold)
+            except Exception as exc:
+                return self._failed(hook, hp, exc, common)
+        return _apply_policy(hook, hp, verdicts, prompt_guard, cached=cached, **common)
+
+    async def _classify_all(
+        self, requests: list[ClassificationRequest], timeout: float | None
+    ) -> tuple[list[Verdict], bool]:
+        async def one(request: ClassificationRequest) -> tuple[Verdict, bool]:
+            key = request_key(request)
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit, True
+            verdict = await self.batcher.submit(request)
+            self.cache.put(key, verdict)
+            return verdict, False
+
+        results = await asyncio.wait_for(
+            asyncio.gather(*(one(r) for r in requests)), timeout=timeout
+        )
+        return [v for v, _ in results], all(c for _, c in results)
+
+    def _failed(
+        self, hook: Hook, hp: HookPolicy, exc: BaseException, common: dict[str, Any]
+    ) -> Decision:
+        kind = type(exc).__name__
+        logger.warning("guard check at %s failed (%s); failing %s", hook.value, kind, hp.fail_mode)
+        if hp.fail_mode == "open":
+            return Decision(
+                hook,
+                Action.WARN,
+                f"fail_open:{kind}",
+                failed=True,
+                fail_mode="open",
+                error=f"{kind}: {exc}",
+                **common,
+            )
+        action = (
+            Action.BLOCK if hp.action is Action.BLOCK or hook is Hook.TOOL_CALL else Action.REFUSE
+        )
+        return Decision(
+            hook,
+            action,
+            f"fail_closed:{kind}",
+            failed=True,
+            fail_mode="closed",
+            error=f"{kind}: {exc}",
+            refusal=hp.refusal_for(hook, ()),
+            **common,
+        )
+
+    async def _ask_approval(
+        self,
+        decision: Decision,
+        conversation: Conversation,
+        arguments: Mapping[str, Any] | str | None,
+    ) -> Decision:
+        if self.approver is None:
+            return decision.replace(approved=False, rule=decision.rule + ";approval:no_approver")
+        request = ApprovalRequest(decision, conversation, decision.tool_name, arguments)
+        approver = self.approver
+
+        async def ask() -> bool:
+            answer = approver(request)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            return answer is True
+
+        try:
+            approved = await asyncio.wait_for(ask(), timeout=self.policy.approval_timeout)
+            outcome = "approved" if approved else "denied"
+        except asyncio.TimeoutError:
+            approved, outcome = False, "timeout"
+        except Exception as exc:
+            logger.warning("approver raised %s; denying", type(exc).__name__)
+            approved, outcome = False, "error"
+        return decision.replace(approved=approved, rule=f"{decision.rule};approval:{outcome}")
+
+    def _audit(self, decision: Decision, content: str) -> None:
+        event = build_event(decision, content, include_content=self.policy.log_content)
+        emit(event, self.sinks)
+
+
+def _apply_policy(
+    hook: Hook,
+    hp: HookPolicy,
+    verdicts: list[Verdict],
+    prompt_guard: PromptGuardResult | None,
+    **common: Any,
+) -> Decision:
+    """Verdicts (one per window; the worst wins) + screen findings + Prompt Guard → Decision."""
+    from guard_plugins.categories import Category
+
+    flagged: dict[str, Any] = {}
+    worst: Verdict = verdicts[0]
+    unexplained = False
+    for verdict in verdicts:
+        if verdict.safe:
+            continue
+        if worst.safe or (verdict.score or 1.0) > (worst.score or 1.0):
+            worst = verdict
+        if not verdict.categories and (verdict.score is None or verdict.score >= hp.threshold):
+            unexplained = True
+        for category in verdict.categories:
+            if verdict.score is None or verdict.score >= hp.threshold_for(category):
+                flagged[category.code] = category
+    rules: list[tuple[Action, str]] = []
+    for code, category in flagged.items():
+        rules.append((hp.action_for(category), f"category:{code}"))
+    if unexplained:
+        rules.append((hp.action, "unsafe:unspecified"))
+    findings: tuple[ScreenFinding, ...] = common.get("findings", ())
+    blocking = [f for f in findings if _screen_flags(f, hp.screen_blocks)]
+    if blocking:
+        flagged.setdefault("S14", Category.S14)
+        rules.append((hp.action_for("S14"), f"screen:{blocking[0].rule_id}"))
+    if prompt_guard is not None and prompt_guard.flagged:
+        rules.append((hp.prompt_guard_action, "prompt_guard"))
+    if not rules:
+        rule = "safe" if all(v.safe for v in verdicts) else "below_threshold"
+        return Decision(
+            hook, Action.ALLOW, rule, verdict=worst, prompt_guard=prompt_guard, **common
+        )
+    action, rule = max(rules, key=lambda r: r[0].severity)
+    codes = tuple(flagged)
+    return Decision(
+        hook,
+        action,
+        rule,
+        verdict=worst,
+        categories=tuple(flagged.values()),
+        prompt_guard=prompt_guard,
+        refusal=hp.refusal_for(hook, codes) if action is not Action.ALLOW else None,
+        **common,
+    )
+
+
+def _screen_flags(finding: ScreenFinding, mode: str) -> bool:
+    if mode == "never":
+        return False
+    return mode == "any" or finding.high_confidence
+
+
+def _screen(call: ToolCallPart) -> tuple[ScreenFinding, ...]:
+    try:
+        from guard_plugins import codescreen
+    except ImportError:  # pragma: no cover - shipped with the package
+        return ()
+    arguments: Mapping[str, Any] | str = call.arguments
+    if call.code is not None and isinstance(arguments, str):
+        arguments = {"code": call.code}
+    found = codescreen.scan_tool_call(call.name, arguments)
+    return tuple(
+        ScreenFinding(
+            f.rule_id,
+            str(getattr(f.severity, "value", f.severity)),
+            f.line,
+            f.reason,
+            _is_high_confidence(f),
+        )
+        for f in found
+    )
+
+
+def _is_high_confidence(finding: Any) -> bool:
+    confidence = getattr(finding, "confidence", "high")
+    return str(getattr(confidence, "value", confidence)).lower() == "high"
+
+
+def _tool_call(
+    tool_name: str, arguments: Mapping[str, Any] | str, language: str | None
+) -> ToolCallPart:
+    if isinstance(arguments, str):
+        return ToolCallPart(tool_name, arguments, code=arguments, language=language)
+    if isinstance(arguments, Mapping):
+        return ToolCallPart(tool_name, dict(arguments), language=language)
+    raise ConfigError(
+        f"tool arguments must be a mapping or a code string, got {type(arguments).__name__}"
+    )
+
+
+def _context(conversation: ConversationLike | None) -> Conversation:
+    if conversation is None:
+        return Conversation(())
+    return Conversation.of(conversation)
+
+
+def _stringify(result: Any) -> str:
+    import json
+
+    if result is None:
+        return ""
+    if isinstance(result, (bytes, bytearray)):
+        return bytes(result).decode("utf-8", "replace")
+    try:
+        return json.dumps(result, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(result)
