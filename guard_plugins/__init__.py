@@ -9,6 +9,8 @@ True
 
 from __future__ import annotations
 
+import logging
+
 from guard_plugins.categories import Category, CustomCategory
 from guard_plugins.conversation import Conversation, ImagePart, Message, TextPart, ToolCallPart
 from guard_plugins.decision import Decision
@@ -35,6 +37,8 @@ from guard_plugins.prompt import build_prompt, render_prompt
 from guard_plugins.verdict import Verdict, parse_verdict
 
 __version__ = "0.1.0"
+
+logging.getLogger("guard_plugins").addHandler(logging.NullHandler())
 
 __all__ = [
     "Action",

@@ -401,7 +401,6 @@ def _apply_policy(
             hook, Action.ALLOW, rule, verdict=worst, prompt_guard=prompt_guard, **common
         )
     action, rule = max(rules, key=lambda r: r[0].severity)
-    codes = tuple(flagged)
     return Decision(
         hook,
         action,
@@ -409,7 +408,9 @@ def _apply_policy(
         verdict=worst,
         categories=tuple(flagged.values()),
         prompt_guard=prompt_guard,
-        refusal=hp.refusal_for(hook, codes) if action is not Action.ALLOW else None,
+        refusal=hp.refusal_for(hook, tuple(flagged.values()))
+        if action is not Action.ALLOW
+        else None,
         **common,
     )
 
@@ -424,6 +425,8 @@ def _screen(call: ToolCallPart) -> tuple[ScreenFinding, ...]:
     try:
         from guard_plugins import codescreen
     except ImportError:  # pragma: no cover - shipped with the package
+        return ()
+    if not hasattr(codescreen, "scan_tool_call"):  # pragma: no cover - partial install
         return ()
     arguments: Mapping[str, Any] | str = call.arguments
     if call.code is not None and isinstance(arguments, str):

@@ -142,9 +142,9 @@ class HookPolicy(_Strict):
         """The lowest threshold in play: backends decode categories at or above it."""
         return min([self.threshold, *self.thresholds.values()])
 
-    def refusal_for(self, hook: Hook, codes: tuple[str, ...]) -> str:
+    def refusal_for(self, hook: Hook, categories: tuple[CategoryLike, ...]) -> str:
         template = self.refusal_message or _DEFAULT_REFUSALS[hook]
-        names = ", ".join(codes) if codes else "unsafe content"
+        names = ", ".join(_label(c) for c in categories) if categories else "unsafe content"
         return template.replace("{categories}", names)
 
 
@@ -297,6 +297,11 @@ class Policy(_Strict):
             return cls.from_dict(data)
         except ConfigError as exc:
             raise ConfigError(f"{file}: {exc}") from None
+
+
+def _label(category: CategoryLike) -> str:
+    name = category.short_name if isinstance(category, Category) else category.name
+    return f"{category.code} {name}"
 
 
 def _load_toml(text: str) -> Any:
