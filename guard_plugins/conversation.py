@@ -281,11 +281,13 @@ class Conversation:
     def turns(self) -> tuple[Turn, ...]:
         """Messages mapped onto alternating User/Agent turns (see the module docstring)."""
         merged: list[tuple[AssessedRole, list[str], list[ImagePart]]] = []
+        last_empty: Message | None = None
         for message in self.messages:
             rendered = _render_message(message, self.include_system)
             if rendered is None:
                 continue
             role, texts, images = rendered
+            last_empty = message if not texts and not images else None
             if merged and merged[-1][0] == role:
                 merged[-1][1].extend(texts)
                 merged[-1][2].extend(images)
@@ -293,6 +295,10 @@ class Conversation:
                 merged.append((role, texts, images))
         if not merged:
             raise ConversationError("the conversation has no user, assistant or tool messages")
+        if last_empty is not None:
+            raise ConversationError(
+                f"the conversation ends in a {last_empty.role} message with nothing to assess"
+            )
         turns = tuple(
             Turn(role, "\n\n".join(t for t in texts if t), tuple(images))
             for role, texts, images in merged
@@ -323,6 +329,8 @@ def _render_message(
             return None
         return "User", [f"System: {message.text.strip()}"], []
     if message.role == "tool":
+        if not message.text.strip():
+            return "User", [], []
         label = f"Tool result ({message.name})" if message.name else "Tool result"
         return "User", [f"{label}:\n{message.text.strip()}"], []
     texts = [p.text.strip() for p in message.parts if isinstance(p, TextPart)]

@@ -11,7 +11,9 @@ the template so that it cannot forge prompt structure:
 3. Lines that would read as a new turn or as the template's instructions (``User:``, ``Agent:``,
    ``Task: Check if there is unsafe content``, ``Provide your safety assessment``) are quoted with
    ``> `` so they stay inside the turn that contains them.
-4. Zero-width and control characters (except tab and newline) are removed, ``\\r\\n`` becomes
+4. The turn terminator (the characters ``\\n\\n`` followed by a line break) gets a space before the
+   line break, so content cannot end its turn early.
+5. Zero-width and control characters (except tab and newline) are removed, ``\\r\\n`` becomes
    ``\\n``, and unpaired surrogates become U+FFFD, so the classifier reads what a person reads.
 """
 
@@ -136,7 +138,7 @@ _TAG = re.compile(
     re.IGNORECASE,
 )
 _FORGED_LINE = re.compile(
-    r"^(?P<indent>[ \t]*)(?=(?:user|agent|system|assistant)\s*:"
+    r"^(?P<indent>[ \t]*)(?=(?:user|agent)\s*:"
     r"|task\s*:\s*check\s+if\s+there\s+is\s+unsafe"
     r"|provide\s+your\s+safety\s+assessment"
     r"|-\s*first\s+line\s+must\s+read"
@@ -179,4 +181,6 @@ def neutralize_text(text: str) -> str:
         offsets = [m.end("indent") for m in _FORGED_LINE.finditer(folded)]
         for offset in reversed(offsets):
             text = text[:offset] + "> " + text[offset:]
-    return text.replace("<|", "< |")
+    # The turn terminator is literal backslash-n twice then a line break; content must not end a
+    # turn early, so a space goes between them.
+    return text.replace("<|", "< |").replace("\\n\\n\n", "\\n\\n \n")
