@@ -22,7 +22,6 @@ from typing import Union
 
 from guard_plugins.backends.base import Backend, ClassificationRequest
 from guard_plugins.conversation import Conversation
-from guard_plugins.errors import GuardError
 from guard_plugins.verdict import Verdict, parse_verdict
 
 __all__ = ["FunctionBackend", "ScriptedBackend", "ScriptedBackendError", "Step"]
@@ -32,8 +31,10 @@ Responder = Callable[[Conversation], Answer | Awaitable[Answer]]
 Step = Union[Answer, BaseException, Responder]
 
 
-class ScriptedBackendError(GuardError, AssertionError):
-    """A ScriptedBackend was called more often, or less often, than its script says."""
+class ScriptedBackendError(AssertionError):
+    """A ScriptedBackend was called more often, or less often, than its script says.
+
+    Not a `GuardError`: a broken test script must fail the test, not trigger a fail mode."""
 
 
 def _finish(answer: Answer, request: ClassificationRequest, name: str, start: float) -> Verdict:

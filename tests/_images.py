@@ -7,7 +7,9 @@ import io
 from PIL import Image
 
 
-def png_bytes(width: int = 40, height: int = 30, color: tuple[int, int, int] = (200, 10, 10)) -> bytes:
+def png_bytes(
+    width: int = 40, height: int = 30, color: tuple[int, int, int] = (200, 10, 10)
+) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buf, format="PNG")
     return buf.getvalue()

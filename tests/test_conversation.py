@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from guard_plugins import Conversation, ConversationError, ImageError, ImagePart, Message, ToolCallPart
+from guard_plugins import (
+    Conversation,
+    ConversationError,
+    ImageError,
+    ImagePart,
+    Message,
+    ToolCallPart,
+)
 from guard_plugins.conversation import MAX_IMAGES_PER_CONVERSATION
 from guard_plugins.images import MAX_IMAGE_PIXELS
 from tests._images import image_bytes, png_bytes
@@ -18,7 +25,10 @@ from tests._images import image_bytes, png_bytes
 def test_from_openai_string_and_parts() -> None:
     conv = Conversation.from_openai(
         [
-            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            },
             {"role": "assistant", "content": "c"},
         ]
     )
@@ -31,21 +41,37 @@ def test_tool_calls_and_results_map_to_turns() -> None:
     conv = Conversation.from_openai(
         [
             {"role": "user", "content": "run it"},
-            {"role": "assistant", "content": "ok", "tool_calls": [
-                {"id": "c1", "type": "function",
-                 "function": {"name": "bash", "arguments": '{"command": "ls -la", "timeout": 5}'}}]},
+            {
+                "role": "assistant",
+                "content": "ok",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {
+                            "name": "bash",
+                            "arguments": '{"command": "ls -la", "timeout": 5}',
+                        },
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "c1", "name": "bash", "content": "total 0"},
         ]
     )
     turns = conv.turns()
     assert turns[1].text == 'ok\n\nTool call: bash\nArguments: {"timeout": 5}\n```\nls -la\n```'
-    assert turns[2] .text == "Tool result (bash):\ntotal 0"
+    assert turns[2].text == "Tool result (bash):\ntotal 0"
     assert turns[2].role == "User"
 
 
 def test_non_json_arguments_are_kept_verbatim() -> None:
     conv = Conversation.from_openai(
-        [{"role": "assistant", "tool_calls": [{"function": {"name": "sql", "arguments": "DROP TABLE x"}}]}]
+        [
+            {
+                "role": "assistant",
+                "tool_calls": [{"function": {"name": "sql", "arguments": "DROP TABLE x"}}],
+            }
+        ]
     )
     assert conv.turns()[-1].text == "Tool call: sql\nArguments: DROP TABLE x"
 
@@ -56,7 +82,9 @@ def test_code_with_backticks_gets_a_longer_fence() -> None:
 
 
 def test_role_aliases_and_unknown_roles() -> None:
-    conv = Conversation.from_openai([{"role": "human", "content": "x"}, {"role": "ai", "content": "y"}])
+    conv = Conversation.from_openai(
+        [{"role": "human", "content": "x"}, {"role": "ai", "content": "y"}]
+    )
     assert conv.assessed_role == "Agent"
     with pytest.raises(ConversationError, match="unknown role"):
         Conversation.from_openai([{"role": "wizard", "content": "x"}])
@@ -93,15 +121,20 @@ def test_image_sources(tmp_path: Path) -> None:
     path = tmp_path / "a.png"
     path.write_bytes(data)
     b64 = base64.b64encode(data).decode()
-    sources = [data, path, str(path), f"data:image/png;base64,{b64}", b64,
-               Image.new("RGB", (5, 5))]
+    sources = [data, path, str(path), f"data:image/png;base64,{b64}", b64, Image.new("RGB", (5, 5))]
     for source in sources:
         part = ImagePart.load(source)
         assert part.width > 0
     conv = Conversation.from_openai(
-        [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}},
-            {"type": "text", "text": "what is it"}]}]
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}},
+                    {"type": "text", "text": "what is it"},
+                ],
+            }
+        ]
     )
     assert len(conv.images) == 1
 
@@ -138,9 +171,20 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
         ImagePart.load(buf.getvalue())
 
 
-@pytest.mark.parametrize(("fmt", "mode"), [("JPEG", "CMYK"), ("PNG", "I;16"), ("PNG", "P"),
-                                           ("PNG", "RGBA"), ("PNG", "LA"), ("GIF", "P"),
-                                           ("WEBP", "RGB"), ("BMP", "RGB"), ("TIFF", "RGB")])
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [
+        ("JPEG", "CMYK"),
+        ("PNG", "I;16"),
+        ("PNG", "P"),
+        ("PNG", "RGBA"),
+        ("PNG", "LA"),
+        ("GIF", "P"),
+        ("WEBP", "RGB"),
+        ("BMP", "RGB"),
+        ("TIFF", "RGB"),
+    ],
+)
 def test_image_modes_convert_to_rgb(fmt: str, mode: str) -> None:
     part = ImagePart.load(image_bytes(fmt, mode))
     assert part.to_pil().mode == "RGB"

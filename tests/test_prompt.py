@@ -73,7 +73,9 @@ def test_custom_categories_replace_the_list() -> None:
     cats = [CustomCategory("C1", "Competitors", "Mentions of rival products."), "S14"]
     prompt = render_prompt("hi", categories=cats)
     section = prompt.split("<BEGIN UNSAFE CONTENT CATEGORIES>\n")[1].split("<END UNSAFE")[0]
-    assert section == "C1: Competitors.\nMentions of rival products.\nS14: Code Interpreter Abuse.\n"
+    assert (
+        section == "C1: Competitors.\nMentions of rival products.\nS14: Code Interpreter Abuse.\n"
+    )
 
 
 def test_s14_dropped_when_any_turn_has_an_image() -> None:
@@ -109,7 +111,10 @@ def test_tool_call_is_the_agent_turn_with_code_verbatim() -> None:
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "1", "function": {"name": "python", "arguments": json.dumps({"code": code})}}
+                    {
+                        "id": "1",
+                        "function": {"name": "python", "arguments": json.dumps({"code": code})},
+                    }
                 ],
             },
         ]
@@ -200,15 +205,29 @@ def _assert_structure(prompt: str, turns: int) -> None:
 texts = st.lists(
     st.sampled_from(
         list("abc <>|\\:\n\t ")
-        + ["<|eot|>", "User:", "Agent:", "<END CONVERSATION>", "\u200b", "＜", "＞", "\\n\\n\n\n",
-           "<|image|>", "\ud83d", "<|", "|>"]
+        + [
+            "<|eot|>",
+            "User:",
+            "Agent:",
+            "<END CONVERSATION>",
+            "\u200b",
+            "＜",
+            "＞",
+            "\\n\\n\n\n",
+            "<|image|>",
+            "\ud83d",
+            "<|",
+            "|>",
+        ]
     ),
     max_size=30,
 ).map("".join)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["user", "assistant", "tool"]), texts), max_size=6), texts)
+@given(
+    st.lists(st.tuples(st.sampled_from(["user", "assistant", "tool"]), texts), max_size=6), texts
+)
 def test_no_content_forges_structure(history: list[tuple[str, str]], last: str) -> None:
     """Invariant: whatever the content, the prompt has exactly the template's structural markers,
     one line per turn starting with a role label, and special tokens only where the template puts
@@ -226,8 +245,13 @@ def test_no_content_forges_structure(history: list[tuple[str, str]], last: str) 
 
 # -- token level, with the real Llama 4 tokenizer ----------------------------------------------
 
-SPECIAL = {"begin": 200000, "header_start": 200005, "header_end": 200006, "eot": 200008,
-           "image": 200090}
+SPECIAL = {
+    "begin": 200000,
+    "header_start": 200005,
+    "header_end": 200006,
+    "eot": 200008,
+    "image": 200090,
+}
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +289,9 @@ def test_attacks_add_no_special_tokens(tokenizer: Any, attack: str, where: str) 
         messages.append({"role": "assistant", "content": attack})
     elif where == "tool_args":
         args = json.dumps({"code": attack})
-        messages.append({"role": "assistant", "tool_calls": [{"function": {"name": "py", "arguments": args}}]})
+        messages.append(
+            {"role": "assistant", "tool_calls": [{"function": {"name": "py", "arguments": args}}]}
+        )
     else:
         messages.append({"role": "tool", "name": "search", "content": attack})
     ids = tokenizer.encode(render_prompt(messages), add_special_tokens=False).ids

@@ -69,8 +69,10 @@ def test_custom_categories() -> None:
     assert verdict.categories == (listed[0],)
 
 
-@pytest.mark.parametrize("raw", ["", "   ", "maybe", "I cannot answer", "unsafe\nthis is bad!",
-                                 "safe but unsafe", "<|eot|>"])
+@pytest.mark.parametrize(
+    "raw",
+    ["", "   ", "maybe", "I cannot answer", "unsafe\nthis is bad!", "safe but unsafe", "<|eot|>"],
+)
 def test_garbage_raises_with_raw_text(raw: str) -> None:
     with pytest.raises(VerdictParseError) as info:
         parse_verdict(raw)
@@ -110,8 +112,11 @@ def test_parse_never_raises_anything_else(raw: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(list(Category)), min_size=1, max_size=5, unique=True),
-       st.sampled_from([",", ", ", " , "]), st.sampled_from(["", "\n\n", "  "]))
+@given(
+    st.lists(st.sampled_from(list(Category)), min_size=1, max_size=5, unique=True),
+    st.sampled_from([",", ", ", " , "]),
+    st.sampled_from(["", "\n\n", "  "]),
+)
 def test_roundtrip_of_well_formed_outputs(cats: list[Category], sep: str, lead: str) -> None:
     """Invariant: the model's documented output format parses back to the same codes."""
     verdict = parse_verdict(f"{lead}unsafe\n{sep.join(c.code for c in cats)}<|eot|>")
