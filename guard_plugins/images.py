@@ -113,10 +113,16 @@ def _from_string(text: str) -> ImagePart:
     if lowered.startswith("data:"):
         return _validate(_decode_data_url(stripped))
     if lowered.startswith(("http://", "https://")):
-        raise ImageError(
-            "image URLs are not fetched by default: download the image and pass its bytes, or "
-            "configure an ImageFetcher with an allowlist of hosts"
-        )
+        from guard_plugins.fetch import current_image_fetcher
+
+        fetcher = current_image_fetcher()
+        if fetcher is None:
+            raise ImageError(
+                "image URLs are not fetched by default: download the image and pass its bytes, "
+                "or enable fetching with guard_plugins.fetch.configure_image_fetching("
+                "ImageFetcher(allowed_hosts=[...]))"
+            )
+        return _validate(fetcher.fetch(stripped))
     if lowered.startswith("file:"):
         raise ImageError("file: URLs are refused; pass a filesystem path instead")
     if "://" in stripped[:32]:
