@@ -36,7 +36,7 @@ from guard_plugins.conversation import (
     ToolCallPart,
 )
 from guard_plugins.decision import Decision, PromptGuardResult, ScreenFinding
-from guard_plugins.errors import ConfigError, GuardError
+from guard_plugins.errors import ConfigError
 from guard_plugins.fitting import fit_conversation
 from guard_plugins.policy import Action, Hook, HookPolicy, Policy
 from guard_plugins.verdict import Verdict
@@ -251,10 +251,13 @@ class Guard:
             for conv in fitted.conversations
         ]
         findings = _screen(call) if (hook is Hook.TOOL_CALL and hp.screen_code and call) else ()
-        pg_task = None
+        pg_task: asyncio.Future[PromptGuardResult] | None = None
+        pg_start = time.perf_counter()
         if self.prompt_guard is not None and hook in (Hook.USER_INPUT, Hook.TOOL_RESULT):
             text = conversation.turns()[-1].text
-            pg_task = asyncio.ensure_future(self.prompt_guard.score(text))
+            pg_task = asyncio.ensure_future(
+                self.prompt_guard.score_detail(text, hp.prompt_guard_threshold)
+            )
         common: dict[str, Any] = {
             "tool_name": tool_name,
             "findings": findings,
@@ -265,19 +268,29 @@ class Guard:
         }
         try:
             verdicts, cached = await self._classify_all(requests, hp.timeout)
-        except GuardError as exc:
-            if pg_task is not None:
-                pg_task.cancel()
-            return self._failed(hook, hp, exc, common)
         except asyncio.TimeoutError:
             if pg_task is not None:
                 pg_task.cancel()
             return self._failed(hook, hp, TimeoutError(f"timed out after {hp.timeout}s"), common)
+        except AssertionError:
+            raise  # a test double's broken script, not a backend failure
+        except Exception as exc:
+            # Any backend failure (HTTP, garbage output, torch out-of-memory, a bug) is decided
+            # by the hook's fail mode: closed never lets content through.
+            if pg_task is not None:
+                pg_task.cancel()
+            return self._failed(hook, hp, exc, common)
         prompt_guard = None
         if pg_task is not None:
+            # The hook's timeout bounds Prompt Guard as well, counted from when both started.
+            elapsed = time.perf_counter() - pg_start
+            left = None if hp.timeout is None else max(0.0, hp.timeout - elapsed)
             try:
-                score = await pg_task
-                prompt_guard = PromptGuardResult(score, score >= hp.prompt_guard_threshold)
+                prompt_guard = await asyncio.wait_for(pg_task, left)
+            except asyncio.TimeoutError:
+                return self._failed(
+                    hook, hp, TimeoutError(f"timed out after {hp.timeout}s"), common
+                )
             except Exception as exc:
                 return self._failed(hook, hp, exc, common)
         return _apply_policy(hook, hp, verdicts, prompt_guard, cached=cached, **common)

@@ -181,11 +181,6 @@ def test_fail_modes(mode: str, hook: Hook, fail_mode: str, failure: object) -> N
         return str(failure)
 
     guard = Guard(FunctionBackend(answer), Policy.from_dict({hook.value: {"fail_mode": fail_mode}}))
-    if isinstance(failure, RuntimeError):
-        # Non-guard exceptions from a backend are bugs or resource errors: they propagate.
-        with pytest.raises(RuntimeError):
-            check(guard, mode, hook, CONTENT[hook])
-        return
     decision = check(guard, mode, hook, CONTENT[hook])
     assert decision.failed and decision.fail_mode == fail_mode
     assert decision.allowed is (fail_mode == "open")
