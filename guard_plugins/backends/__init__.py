@@ -13,13 +13,21 @@ from guard_plugins.backends.base import Backend, ClassificationRequest
 
 if TYPE_CHECKING:
     from guard_plugins.backends.openai_compatible import OpenAICompatibleBackend
+    from guard_plugins.backends.prompt_guard import PromptGuardBackend
     from guard_plugins.backends.transformers import TransformersBackend
 
-__all__ = ["Backend", "ClassificationRequest", "OpenAICompatibleBackend", "TransformersBackend"]
+__all__ = [
+    "Backend",
+    "ClassificationRequest",
+    "OpenAICompatibleBackend",
+    "PromptGuardBackend",
+    "TransformersBackend",
+]
 
 _LAZY = {
     "TransformersBackend": "guard_plugins.backends.transformers",
     "OpenAICompatibleBackend": "guard_plugins.backends.openai_compatible",
+    "PromptGuardBackend": "guard_plugins.backends.prompt_guard",
 }
 
 
