@@ -1,0 +1,54 @@
+"""The evaluation harness on the tiny random-weight dev model (TransformersBackend): real
+scores flow into the sweep and plots. Its verdicts are meaningless; only the plumbing is tested."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guard_plugins import Guard
+from guard_plugins.evaluation.harness import parse_eval_args, run_eval_command
+
+pytestmark = pytest.mark.model
+
+XSTEST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "xstest_prompts.csv"
+
+
+def test_eval_xstest_on_the_dev_model(tiny_backend: Any, tmp_path: Path) -> None:
+    if not XSTEST.is_file():
+        pytest.skip(f"{XSTEST} is not available")
+    out = tmp_path / "out"
+    argv = ["--format", "xstest", str(XSTEST), "--limit", "5", "--out", str(out)]
+    stdout = io.StringIO()
+    code = run_eval_command(
+        parse_eval_args([*argv, "--no-progress"]),
+        lambda: Guard(tiny_backend),
+        stdout=stdout,
+        stderr=io.StringIO(),
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["counts"]["scored"] == 5 and report["counts"]["errors"] == 0
+    assert report["config"]["backend"] == "transformers"
+    sweep = report["metrics"]["sweep"]
+    assert sweep["scored"] == 5 and sweep["unscored"] == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert all(0.0 <= r["score"] <= 1.0 for r in records)
+    assert all(r["flagged"] == (r["score"] >= 0.5) for r in records)
+    assert (out / "roc_curve.png").is_file() and (out / "pr_curve.png").is_file()
+    assert "overall" in stdout.getvalue()
+    # a rerun reuses every result
+    again = run_eval_command(
+        parse_eval_args([*argv, "--no-progress"]),
+        lambda: Guard(tiny_backend),
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
+    assert again == 0
+    report2 = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report2["timing"]["checked_now"] == 0
+    assert report2["metrics"] == report["metrics"]
