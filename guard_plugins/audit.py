@@ -9,6 +9,7 @@ installed, each check is also a span (``guard_plugins.check``) with GenAI-style 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -69,12 +70,19 @@ class JsonlAuditSink:
         return f"JsonlAuditSink({str(self.path)!r})"
 
 
-def _tracer() -> Any:
+@functools.lru_cache(maxsize=1)
+def _trace_api() -> Any:
     try:
         from opentelemetry import trace
     except ImportError:
         return None
-    return trace.get_tracer("guard_plugins")
+    return trace
+
+
+def _tracer() -> Any:
+    # Looked up per call so a tracer provider configured after import is honoured.
+    api = _trace_api()
+    return None if api is None else api.get_tracer("guard_plugins")
 
 
 @contextlib.contextmanager

@@ -101,6 +101,8 @@ class MicroBatcher:
     async def submit(self, request: ClassificationRequest) -> Verdict:
         loop = asyncio.get_running_loop()
         state = self._state(loop)
+        if not state.draining and not state.pending:
+            return await self._direct(request, state, loop)
         future: asyncio.Future[Verdict] = loop.create_future()
         key = request_key(request)
         if key in state.pending:
@@ -111,6 +113,27 @@ class MicroBatcher:
             state.draining = True
             state.task = loop.create_task(self._drain(state))
         return await future
+
+    async def _direct(
+        self, request: ClassificationRequest, state: _LoopState, loop: asyncio.AbstractEventLoop
+    ) -> Verdict:
+        # An idle backend serves a lone caller at once; callers arriving meanwhile queue up and
+        # are drained as batches when this call returns.
+        state.draining = True
+        self.batches += 1
+        self.requests += 1
+        try:
+            verdicts = await self.backend.classify_batch([request])
+        finally:
+            if state.pending:
+                state.task = loop.create_task(self._drain(state))
+            else:
+                state.draining = False
+        if len(verdicts) != 1:
+            raise RuntimeError(
+                f"backend {self.backend.name} returned {len(verdicts)} verdicts for 1"
+            )
+        return verdicts[0]
 
     async def _drain(self, state: _LoopState) -> None:
         try:

@@ -8,6 +8,7 @@ the ordered tuple the prompt lists, with exclusions applied.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -181,6 +182,24 @@ def resolve_categories(
     ``{code: name}``. `exclude` drops codes; an unknown excluded code is an error, not a no-op.
     S14 is dropped when the conversation holds an image, as the official template does.
     """
+    if (categories is None or isinstance(categories, tuple)) and isinstance(exclude, tuple):
+        try:
+            return _resolve_cached(categories, exclude, has_image)
+        except TypeError:  # unhashable items: resolve without the cache
+            pass
+    return _resolve(categories, exclude, has_image)
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve_cached(
+    categories: tuple[CategoryLike | str, ...] | None, exclude: tuple[str, ...], has_image: bool
+) -> tuple[CategoryLike, ...]:
+    return _resolve(categories, exclude, has_image)
+
+
+def _resolve(
+    categories: CategorySpec | None, exclude: str | Iterable[str], has_image: bool
+) -> tuple[CategoryLike, ...]:
     if categories is None:
         chosen: list[CategoryLike] = list(DEFAULT_CATEGORIES)
     elif isinstance(categories, Mapping):

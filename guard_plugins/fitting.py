@@ -99,12 +99,24 @@ def fit_conversation(
             return exact
         return len(prompt.text) // 3 + IMAGE_TOKEN_ESTIMATE * prompt.image_count
 
-    while count(current) > budget and start > 0:
-        messages, start, dropped = messages[1:], start - 1, dropped + 1
-        current = Conversation(tuple(messages), conversation.include_system)
     if count(current) <= budget:
         return FitResult([current], dropped)
-    return FitResult(_windows(current, categories, budget, count), dropped)
+
+    def from_(drop: int) -> Conversation:
+        return Conversation(tuple(messages[drop:]), conversation.include_system)
+
+    # Binary search for the fewest dropped messages that fit (length falls as more are dropped),
+    # so a conversation of thousands of turns costs O(log n) token counts, not O(n).
+    low, high = 1, start
+    if count(from_(high)) > budget:
+        return FitResult(_windows(from_(high), categories, budget, count), dropped + high)
+    while low < high:
+        mid = (low + high) // 2
+        if count(from_(mid)) <= budget:
+            high = mid
+        else:
+            low = mid + 1
+    return FitResult([from_(low)], dropped + low)
 
 
 def _windows(

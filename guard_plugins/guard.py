@@ -20,6 +20,7 @@ import asyncio
 import inspect
 import logging
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -307,9 +308,18 @@ class Guard:
             self.cache.put(key, verdict)
             return verdict, False
 
-        results = await asyncio.wait_for(
-            asyncio.gather(*(one(r) for r in requests)), timeout=timeout
-        )
+        async def all_() -> list[tuple[Verdict, bool]]:
+            if len(requests) == 1:
+                return [await one(requests[0])]
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+
+        if timeout is None:
+            results = await all_()
+        elif sys.version_info >= (3, 11):
+            async with asyncio.timeout(timeout):
+                results = await all_()
+        else:  # pragma: no cover - Python 3.10
+            results = await asyncio.wait_for(all_(), timeout)
         return [v for v, _ in results], all(c for _, c in results)
 
     def _failed(

@@ -19,13 +19,15 @@ the template so that it cannot forge prompt structure:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from guard_plugins.categories import CategoryLike, CategorySpec, resolve_categories
 from guard_plugins.conversation import AssessedRole, Conversation, ConversationLike, Turn
+from guard_plugins.images import ImagePart
 
 __all__ = [
     "IMAGE_TOKEN",
@@ -65,6 +67,8 @@ class RenderedPrompt:
     image_count: int
     neutralized: bool
     """True when content had to be changed so it could not forge prompt structure."""
+    images: tuple[ImagePart, ...] = field(default=(), compare=False, repr=False)
+    """The images behind the ``<|image|>`` markers, in order (their sizes set the token count)."""
 
     @property
     def prefix(self) -> str:
@@ -73,6 +77,11 @@ class RenderedPrompt:
 
 
 def prompt_prefix(role: AssessedRole, categories: Iterable[CategoryLike]) -> str:
+    return _prefix(role, tuple(categories))
+
+
+@functools.lru_cache(maxsize=256)
+def _prefix(role: AssessedRole, categories: tuple[CategoryLike, ...]) -> str:
     lines = "".join(c.prompt_line() + "\n" for c in categories)
     return _HEAD.format(role=role) + lines + _CATEGORIES_END
 
@@ -106,7 +115,7 @@ def build_prompt(
 
         raise ConversationError(f"the last {role} turn has nothing to assess after cleaning")
     text = prompt_prefix(role, chosen) + "".join(body) + prompt_suffix(role)
-    return RenderedPrompt(text, role, chosen, len(conv.images), neutralized)
+    return RenderedPrompt(text, role, chosen, len(conv.images), neutralized, conv.images)
 
 
 def render_prompt(
