@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from guard_plugins import (
     BackendHTTPError,
@@ -399,7 +400,7 @@ def test_content_cannot_change_the_policy() -> None:
     assert not guard.check_input(text).allowed
     assert not guard.check_input(text).allowed
     assert guard.policy.monitor is False and guard.policy.user_input.enabled
-    with pytest.raises(Exception):  # frozen pydantic model
+    with pytest.raises(ValidationError):  # frozen pydantic model
         guard.policy.monitor = True  # type: ignore[misc]
 
 
