@@ -38,7 +38,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy integrations/llamaindex/guard_plugins_llamaindex
 
 unit: $(STAMP)
-	$(BIN)/pytest -q tests integrations/langchain/tests integrations/llamaindex/tests $(PYTEST_ARGS)
+	$(BIN)/pytest -q tests integrations/langchain/tests integrations/llamaindex/tests \
+		--reliability-report docs/reliability.md $(PYTEST_ARGS)
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --quiet --site-dir site
