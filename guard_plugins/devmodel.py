@@ -30,17 +30,22 @@ from guard_plugins.errors import MissingDependencyError, ModelLoadError
 
 __all__ = [
     "BUILTIN_TOKENIZER",
+    "DEV_MODEL_FORMAT",
     "DEV_MODEL_MARKER",
+    "SIZES",
     "SPECIAL_TOKENS",
     "DevModelSize",
     "build_dev_model",
     "build_local_tokenizer",
     "default_tokenizer_path",
     "dev_model_info",
+    "expected_tokenizer_source",
     "is_dev_model",
 ]
 
 DEV_MODEL_MARKER = "guard_plugins_dev_model.json"
+#: bumped whenever build_dev_model would build something different (invalidates caches)
+DEV_MODEL_FORMAT = 1
 #: pass as ``tokenizer=`` to force the small locally built tokenizer
 BUILTIN_TOKENIZER = "builtin"
 TOKENIZER_ENV = "GUARD_PLUGINS_TOKENIZER"
@@ -97,7 +102,7 @@ def _repo_root() -> Path:
 
 
 def default_tokenizer_path() -> Path | None:
-    """The real Llama 4 tokenizer: ``$GUARD_PLUGINS_TOKENIZER`` or ``../shared/llama4-tokenizer``."""
+    """The Llama 4 tokenizer: ``$GUARD_PLUGINS_TOKENIZER``, else ``../shared/llama4-tokenizer``."""
     env = os.environ.get(TOKENIZER_ENV)
     candidates = [Path(env)] if env else []
     candidates.append(_repo_root().parent / "shared" / "llama4-tokenizer")
@@ -108,7 +113,7 @@ def default_tokenizer_path() -> Path | None:
 
 
 def is_dev_model(path: str | os.PathLike[str]) -> bool:
-    """True when `path` is a checkpoint built by `build_dev_model` (its verdicts are meaningless)."""
+    """True for checkpoints built by `build_dev_model` (their verdicts are meaningless)."""
     return dev_model_info(path) is not None
 
 
@@ -161,6 +166,32 @@ The quick brown fox jumps over the lazy dog. Numbers: 0 1 2 3 4 5 6 7 8 9 10 11 
 """
 
 
+# Standard-library docstrings: plenty of ordinary English and code text, present offline.
+_DOC_MODULES = (
+    "argparse", "collections", "csv", "datetime", "decimal", "email.message", "fractions",
+    "functools", "heapq", "http.client", "itertools", "json", "logging", "os", "pathlib",
+    "random", "shutil", "statistics", "string", "subprocess", "tarfile", "textwrap",
+    "unittest.case", "zipfile",
+)
+
+
+def _docstrings() -> Iterator[str]:
+    import importlib
+    import inspect
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for module_name in _DOC_MODULES:
+            module = importlib.import_module(module_name)
+            yield module.__doc__ or ""
+            for name, obj in sorted(vars(module).items()):
+                if name.startswith("_") or getattr(obj, "__module__", None) != module_name:
+                    continue
+                if inspect.isfunction(obj) or inspect.isclass(obj):
+                    yield obj.__doc__ or ""
+
+
 def _training_text() -> Iterator[str]:
     from guard_plugins.categories import Category
     from guard_plugins.prompt import prompt_prefix, prompt_suffix
@@ -179,9 +210,10 @@ def _training_text() -> Iterator[str]:
         yield f"unsafe\n{code.value}\n\nsafe\n\n{code.value},S1\n\n{code.prompt_line()}\n"
     for _ in range(64):
         yield "safe unsafe safe\n\nunsafe\n\n"
+    yield from _docstrings()
 
 
-def build_local_tokenizer(vocab_size: int = 2048) -> Any:
+def build_local_tokenizer(vocab_size: int = 4096) -> Any:
     """A small byte-level BPE tokenizer with the Llama 4 special tokens (trained offline)."""
     _import()
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -201,7 +233,8 @@ def build_local_tokenizer(vocab_size: int = 2048) -> Any:
         show_progress=False,
     )
     tok.train_from_iterator(_training_text(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
+    fast_class: Any = PreTrainedTokenizerFast
+    fast = fast_class(
         tokenizer_object=tok,
         bos_token="<|begin_of_text|>",
         eos_token="<|eot|>",
@@ -214,16 +247,23 @@ def build_local_tokenizer(vocab_size: int = 2048) -> Any:
     return fast
 
 
+def expected_tokenizer_source(tokenizer: str | os.PathLike[str] | None) -> str:
+    """What `build_dev_model(tokenizer=...)` records as the tokenizer source in its marker."""
+    if tokenizer is None:
+        found = default_tokenizer_path()
+        return BUILTIN_TOKENIZER if found is None else str(found.resolve())
+    if str(tokenizer) == BUILTIN_TOKENIZER:
+        return BUILTIN_TOKENIZER
+    return str(Path(tokenizer).resolve())
+
+
 def _load_tokenizer(tokenizer: str | os.PathLike[str] | None) -> tuple[Any, str]:
     from transformers import AutoTokenizer
 
-    if tokenizer is None:
-        found = default_tokenizer_path()
-        if found is None:
-            return build_local_tokenizer(), BUILTIN_TOKENIZER
-        tokenizer = found
-    if str(tokenizer) == BUILTIN_TOKENIZER:
+    source = expected_tokenizer_source(tokenizer)
+    if source == BUILTIN_TOKENIZER:
         return build_local_tokenizer(), BUILTIN_TOKENIZER
+    tokenizer = source
     try:
         loaded = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -231,7 +271,7 @@ def _load_tokenizer(tokenizer: str | os.PathLike[str] | None) -> tuple[Any, str]
     missing = [t for t in SPECIAL_TOKENS[:13] if loaded.convert_tokens_to_ids(t) in (None, -1)]
     if missing or loaded.unk_token_id in {loaded.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}:
         raise ModelLoadError(f"the tokenizer at {tokenizer} lacks Llama 4 special tokens {missing}")
-    return loaded, str(Path(tokenizer).resolve())
+    return loaded, source
 
 
 # -- model ----------------------------------------------------------------------------------------
@@ -315,7 +355,7 @@ def build_dev_model(
     tok, source = _load_tokenizer(tokenizer)
     config = _config(SIZES[size], tok)
     torch.manual_seed(seed)
-    model = Llama4ForConditionalGeneration(config).eval()
+    model: Any = Llama4ForConditionalGeneration(config)
     model.save_pretrained(out)
     image_processor = Llama4ImageProcessor(
         size={"height": 336, "width": 336},
@@ -330,6 +370,7 @@ def build_dev_model(
     _add_release_quirks(out / "config.json")
     parameters = sum(p.numel() for p in model.parameters())
     marker = {
+        "format": DEV_MODEL_FORMAT,
         "size": size,
         "seed": seed,
         "tokenizer": source,
