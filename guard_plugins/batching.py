@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 
 from guard_plugins.backends.base import Backend, ClassificationRequest
@@ -73,6 +74,7 @@ class _LoopState:
     )
     draining: bool = False
     task: asyncio.Task[None] | None = None
+    gathering: int = 0
 
 
 class MicroBatcher:
@@ -101,7 +103,7 @@ class MicroBatcher:
     async def submit(self, request: ClassificationRequest) -> Verdict:
         loop = asyncio.get_running_loop()
         state = self._state(loop)
-        if not state.draining and not state.pending:
+        if not state.draining and not state.pending and not state.gathering:
             return await self._direct(request, state, loop)
         future: asyncio.Future[Verdict] = loop.create_future()
         key = request_key(request)
@@ -113,6 +115,17 @@ class MicroBatcher:
             state.draining = True
             state.task = loop.create_task(self._drain(state))
         return await future
+
+    @contextlib.contextmanager
+    def gathering(self) -> Iterator[None]:
+        """Requests submitted while this is open queue up (no direct call when idle), so a
+        `Guard.acheck_many` reaches the backend as one batch."""
+        state = self._state(asyncio.get_running_loop())
+        state.gathering += 1
+        try:
+            yield
+        finally:
+            state.gathering -= 1
 
     async def _direct(
         self, request: ClassificationRequest, state: _LoopState, loop: asyncio.AbstractEventLoop

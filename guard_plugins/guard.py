@@ -158,7 +158,8 @@ class Guard:
         self, hook: Hook | str, conversations: Sequence[ConversationLike]
     ) -> list[Decision]:
         """Check several conversations at one hook; they reach the backend as one batch."""
-        return list(await asyncio.gather(*(self.acheck(hook, c) for c in conversations)))
+        with self.batcher.gathering():
+            return list(await asyncio.gather(*(self.acheck(hook, c) for c in conversations)))
 
     # -- sync twins -------------------------------------------------------------------------
 
