@@ -3,6 +3,8 @@ scores flow into the sweep and plots. Its verdicts are meaningless; only the plu
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import io
 import json
 from pathlib import Path
@@ -52,3 +54,38 @@ def test_eval_xstest_on_the_dev_model(tiny_backend: Any, tmp_path: Path) -> None
     report2 = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report2["timing"]["checked_now"] == 0
     assert report2["metrics"] == report["metrics"]
+
+
+def test_example_script_runs_on_the_dev_model(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not XSTEST.is_file():
+        pytest.skip(f"{XSTEST} is not available")
+    script = Path(__file__).resolve().parents[1] / "examples" / "eval_xstest.py"
+    spec = importlib.util.spec_from_file_location("eval_xstest_example", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setenv("GUARD_PLUGINS_MODEL", str(tiny_model_dir))
+    monkeypatch.delenv("GUARD_PLUGINS_ENDPOINT", raising=False)
+    out = tmp_path / "example"
+    argv = ["--limit", "4", "--out", str(out), "--data", str(XSTEST)]
+    assert asyncio.run(module.main(argv)) == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["counts"]["scored"] == 4
+
+
+def test_guard_plugins_eval_command(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not XSTEST.is_file():
+        pytest.skip(f"{XSTEST} is not available")
+    from guard_plugins.cli import main
+
+    out = tmp_path / "cli"
+    argv = ["eval", "--format", "xstest", str(XSTEST), "--sample", "3", "--out", str(out)]
+    assert main([*argv, "--model", str(tiny_model_dir), "--no-progress", "--no-plots"]) == 0
+    assert "overall" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["counts"]["scored"] == 3 and report["config"]["model"]
+    assert not (out / "roc_curve.png").exists()

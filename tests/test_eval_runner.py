@@ -304,3 +304,16 @@ def test_sync_command_from_a_running_loop(tmp_path: Path) -> None:
     assert asyncio.run(inside()) == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text(encoding="utf-8"))
     assert report["metrics"]["overall"]["accuracy"]["value"] == 1.0
+
+
+async def test_one_run_per_output_directory(tmp_path: Path) -> None:
+    slow = Guard(FunctionBackend(answer, delay=0.2))
+    first = asyncio.ensure_future(run_eval(slow, DATASET, tmp_path, concurrency=1))
+    await asyncio.sleep(0.05)
+    with pytest.raises(ConfigError, match="another evaluation"):
+        await run_eval(guard(), DATASET, tmp_path)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    result = await run_eval(guard(), DATASET, tmp_path)  # the lock was released
+    assert result.reused + result.checked == len(DATASET)

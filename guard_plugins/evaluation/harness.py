@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,11 +269,20 @@ def run_eval_command(
     prepared = _prepare(args, build_guard, err)
     if isinstance(prepared, int):
         return prepared
-    future = asyncio.run_coroutine_threadsafe(_run(args, *prepared, out, err), portal_loop())
+    finished = threading.Event()
+
+    async def run() -> int:
+        try:
+            return await _run(args, *prepared, out, err)
+        finally:
+            finished.set()
+
+    future = asyncio.run_coroutine_threadsafe(run(), portal_loop())
     try:
         return future.result()
     except KeyboardInterrupt:
         future.cancel()
+        finished.wait(timeout=30)  # let the workers stop and the results file close
         print("\ninterrupted: finished rows are in results.jsonl; rerun to resume", file=err)
         return 130
 

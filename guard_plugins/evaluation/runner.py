@@ -20,10 +20,10 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from guard_plugins.conversation import Conversation, Message
 from guard_plugins.decision import Decision
@@ -45,6 +45,7 @@ logger = logging.getLogger("guard_plugins.evaluation")
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
 _ERROR_LIMIT = 300
 
 
@@ -191,6 +192,20 @@ def _check_resume(out: Path, fingerprint: dict[str, Any], fresh: bool) -> None:
     run_file.write_text(json.dumps({"fingerprint": fingerprint}, indent=2), encoding="utf-8")
 
 
+def _lock(handle: TextIO, out: Path) -> None:
+    """One run per output directory: a second concurrent run would interleave its results."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise ConfigError(
+            f"another evaluation is writing to {out}; wait for it or use another directory"
+        ) from None
+
+
 class Progress(Protocol):
     def advance(self, record: EvalRecord) -> None: ...
     def close(self) -> None: ...
@@ -272,7 +287,22 @@ async def run_eval(
     hook = Hook(hook)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_resume(out, _fingerprint(guard, hook, tool_name), fresh)
+    with (out / LOCK_FILE).open("a") as lock:
+        _lock(lock, out)
+        _check_resume(out, _fingerprint(guard, hook, tool_name), fresh)
+        return await _run(guard, dataset, out, hook, concurrency, tool_name, retry_errors, progress)
+
+
+async def _run(
+    guard: Guard,
+    dataset: Dataset,
+    out: Path,
+    hook: Hook,
+    concurrency: int,
+    tool_name: str,
+    retry_errors: bool,
+    progress: bool | Callable[[int, int], Progress],
+) -> RunResult:
     results_path = out / RESULTS_FILE
     previous, bad = read_results(results_path)
     if bad:
@@ -319,9 +349,3 @@ async def run_eval(
         unreadable_lines=bad,
         wall_s=time.perf_counter() - start,
     )
-
-
-def records_for(dataset: Dataset, records: Sequence[EvalRecord]) -> list[EvalRecord]:
-    """The records of `dataset`'s examples, in dataset order."""
-    by_id = {r.id: r for r in records}
-    return [by_id[e.id] for e in dataset if e.id in by_id]
