@@ -1,0 +1,152 @@
+"""Loops in Python snippets: fork bombs, unbounded spawning and growth, delete-everything walks.
+
+A loop is unbounded when it is ``while <true constant>`` or iterates ``itertools.count()``,
+``itertools.cycle``, ``itertools.repeat(x)`` or ``iter(callable, sentinel)``, and its body has no
+``break``, ``return``, ``raise`` or exit call outside nested loops and functions. Bodies that block
+(sleep, accept, recv, queue get, input) are paced by something external, so growth and spawning
+in them are reported with low confidence.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from guard_plugins.codescreen.findings import Confidence, Severity
+from guard_plugins.codescreen.paths import Access, is_root_like, normalize
+from guard_plugins.codescreen.pyvalues import UNKNOWN
+
+if TYPE_CHECKING:
+    from guard_plugins.codescreen.python import PythonScanner
+
+__all__ = ["check_loop"]
+
+_FORKS = frozenset({"os.fork", "os.forkpty", "pty.fork"})
+_SPAWN_PREFIXES = ("threading.Thread(", "multiprocessing.Process(", "multiprocessing.Pool(",
+                   "_thread.start_new_thread", "thread.start_new_thread", "subprocess.Popen",
+                   "os.spawn", "os.posix_spawn", "concurrent.futures.ThreadPoolExecutor(",
+                   "concurrent.futures.ProcessPoolExecutor(", "multiprocessing.get_context(",
+                   "threading.Timer(", "asyncio.create_subprocess")
+_EXITS = frozenset({"sys.exit", "exit", "quit", "os._exit", "os.abort"})
+_BLOCKING = frozenset({"sleep", "accept", "recv", "recvfrom", "get", "wait", "join", "input",
+                       "select", "poll", "readline", "read", "serve_forever", "communicate",
+                       "wait_for", "acquire", "getch", "urlopen", "result", "get_nowait"})
+_GROWTH = frozenset({"append", "extend", "add", "insert", "appendleft", "put", "write"})
+_CONSTANT_FACTORIES = frozenset({"int", "float", "str", "bytes", "list", "dict", "tuple", "bool",
+                                 "object", "set"})
+_UNBOUNDED_ITERS = frozenset({"itertools.count", "itertools.cycle", "count", "cycle"})
+_WALKS = frozenset({"os.walk", "os.listdir", "os.scandir", "glob.glob", "glob.iglob", "os.fwalk"})
+_PATH_WALKS = frozenset({"rglob", "glob", "iterdir", "walk"})
+_DELETES = frozenset({"os.remove", "os.unlink", "os.rmdir", "shutil.rmtree", "os.removedirs"})
+
+
+def _body_nodes(loop: ast.While | ast.For | ast.AsyncFor) -> Iterator[tuple[ast.AST, bool]]:
+    """Nodes of the loop body with a flag: inside a nested loop. Skips nested functions."""
+    stack: list[tuple[ast.AST, bool]] = [(stmt, False) for stmt in loop.body]
+    while stack:
+        node, nested = stack.pop()
+        yield node, nested
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        inner = nested or isinstance(node, (ast.While, ast.For, ast.AsyncFor))
+        stack.extend((child, inner) for child in ast.iter_child_nodes(node))
+
+
+def _unbounded(scan: PythonScanner, loop: ast.While | ast.For | ast.AsyncFor) -> bool:
+    if isinstance(loop, ast.While):
+        value = scan.scope.ev.value(loop.test)
+        return value is not UNKNOWN and bool(value) and not isinstance(value, tuple)
+    if not isinstance(loop.iter, ast.Call):
+        return False
+    name = scan.scope.qualname(loop.iter.func) or ""
+    if name in _UNBOUNDED_ITERS:
+        return True
+    if name in ("itertools.repeat", "repeat") and len(loop.iter.args) == 1:
+        return True
+    if name in ("iter", "builtins.iter") and len(loop.iter.args) == 2:
+        # iter(int, 1) never meets its sentinel; iter(f.read, b"") does.
+        first = loop.iter.args[0]
+        return isinstance(first, ast.Name) and first.id in _CONSTANT_FACTORIES
+    return False
+
+
+def check_loop(scan: PythonScanner, loop: ast.While | ast.For | ast.AsyncFor) -> None:
+    """Report resource-exhaustion and destructive-walk findings for one loop."""
+    if isinstance(loop, (ast.For, ast.AsyncFor)):
+        _check_walk_delete(scan, loop)
+    if not _unbounded(scan, loop):
+        return
+    exits = blocking = False
+    forks: list[int] = []
+    spawns: list[int] = []
+    growth: list[int] = []
+    for node, nested in _body_nodes(loop):
+        if (isinstance(node, ast.Break) and not nested) or isinstance(
+                node, (ast.Return, ast.Raise)):
+            exits = True
+        elif isinstance(node, ast.AugAssign) and _grows(scan, node):
+            growth.append(node.lineno)
+        elif isinstance(node, ast.Call):
+            name = scan.scope.qualname(node.func) or ""
+            short = name.rsplit(".", 1)[-1] if name else getattr(node.func, "attr", "")
+            if name in _EXITS:
+                exits = True
+            elif name in _FORKS:
+                forks.append(node.lineno)
+            elif name.startswith(_SPAWN_PREFIXES) and (short in ("start", "submit", "map",
+                                                                 "apply_async") or
+                                                       not name.endswith(")")):
+                spawns.append(node.lineno)
+            elif short in _BLOCKING:
+                blocking = True
+            elif short in _GROWTH and isinstance(node.func, ast.Attribute):
+                growth.append(node.lineno)
+    if exits:
+        return
+    confidence: Confidence = "low" if blocking else "high"
+    if forks:
+        scan.report("FORKBOMB", loop.lineno, "fork() in an endless loop")
+    elif spawns:
+        scan.report("UNBOUNDED-SPAWN", loop.lineno, "threads or processes in an endless loop",
+                    confidence=confidence)
+    if growth and not forks:
+        scan.report("MEMORY-GROWTH", loop.lineno, "growth in an endless loop",
+                    confidence=confidence, severity=Severity.MEDIUM if blocking else None)
+
+
+def _grows(scan: PythonScanner, node: ast.AugAssign) -> bool:
+    """``x += <sequence>`` (a list, a string) grows; ``counter += 1`` does not."""
+    if not isinstance(node.op, (ast.Add, ast.Mult)):
+        return False
+    if isinstance(node.value, (ast.List, ast.ListComp, ast.JoinedStr, ast.Tuple)):
+        return True
+    value = scan.scope.ev.value(node.value)
+    if isinstance(value, (str, bytes, tuple)):
+        return True
+    current = scan.scope.consts.get(node.target.id) if isinstance(node.target, ast.Name) else None
+    return isinstance(current, (str, bytes, tuple))
+
+
+def _check_walk_delete(scan: PythonScanner, loop: ast.For | ast.AsyncFor) -> None:
+    it = loop.iter
+    if not isinstance(it, ast.Call):
+        return
+    name = scan.scope.qualname(it.func) or ""
+    target: str | None = None
+    if name in _WALKS and it.args:
+        target = scan.scope.partial_text(it.args[0])
+    elif isinstance(it.func, ast.Attribute) and it.func.attr in _PATH_WALKS:
+        target = scan.scope.partial_text(it.func.value)
+    if target is None:
+        return
+    root = normalize(target.split("*", 1)[0].rstrip("/") or "/")
+    if not is_root_like(root):
+        return
+    for node, _nested in _body_nodes(loop):
+        if isinstance(node, ast.Call):
+            callee = scan.scope.qualname(node.func) or ""
+            attr = node.func.attr if isinstance(node.func, ast.Attribute) else ""
+            if callee in _DELETES or attr in ("unlink", "rmdir", "rmtree"):
+                scan.access(root, Access.DELETE_TREE, loop.lineno)
+                return

@@ -1,0 +1,342 @@
+"""Name bindings of a Python snippet: aliases, constants, partial strings and taint.
+
+`Scope.qualname` resolves what an expression refers to through imports and aliases
+(``import os as x``, ``from os import system as s``, ``s = subprocess``), dynamic lookups with
+constant arguments (``__import__("o"+"s")``, ``getattr(os, "sys"+"tem")``,
+``importlib.import_module(…)``, ``__builtins__.__dict__["exec"]``, ``sys.modules["os"]``), and
+ctypes libraries (every ``ctypes.CDLL(...)`` is ``libc``). A lookup whose name had to be computed
+(concatenation, ``chr``, decoding) and lands on something dangerous is reported as obfuscation.
+
+Taint marks values that come from the network (``net``), from the user (``input``) or that hold
+the whole environment (``env``); `taint_of` follows them through expressions.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+
+from guard_plugins.codescreen.paths import UNKNOWN as UNKNOWN_TEXT
+from guard_plugins.codescreen.pyconst import Evaluator
+from guard_plugins.codescreen.pyvalues import UNKNOWN, PathValue, children
+
+__all__ = ["DANGEROUS_MODULES", "Scope"]
+
+_CANONICAL = {"__builtins__": "builtins", "posix": "os", "nt": "os", "__builtin__": "builtins",
+              "posixpath": "os.path", "_posixsubprocess": "subprocess", "commands": "subprocess"}
+_IMPORTERS = {"__import__", "builtins.__import__", "importlib.import_module",
+              "importlib.__import__", "imp.load_module", "importlib.util.find_spec"}
+_CTYPES_LOADERS = {"ctypes.CDLL", "ctypes.cdll.LoadLibrary", "ctypes.PyDLL", "ctypes.LibraryLoader",
+                   "ctypes.cdll", "ctypes.CDLL.LoadLibrary", "ctypes.pydll.LoadLibrary"}
+DANGEROUS_MODULES = frozenset({"os", "subprocess", "pty", "socket", "ctypes", "shutil",
+                               "builtins", "importlib", "sys", "multiprocessing", "marshal",
+                               "pickle", "pexpect", "asyncio.subprocess", "platform", "posix"})
+_DANGEROUS_ATTRS = frozenset({"exec", "eval", "compile", "system", "popen", "Popen", "fork", "run",
+                              "call", "check_output", "check_call", "getoutput", "spawn", "execv",
+                              "execve", "execl", "execvp", "rmtree", "remove", "unlink", "setuid",
+                              "dup2", "connect", "socket", "loads", "__import__", "import_module",
+                              "getattr", "open", "kill", "chmod", "environ"})
+_NET_SOURCES = ("requests.", "httpx.", "urllib.request.urlopen", "urllib3.", "http.client.",
+                "aiohttp.", "urllib.urlopen", "urllib2.urlopen", "socket.", "websocket.",
+                "paramiko.", "telnetlib.", "ftplib.", "pycurl.")
+_NET_METHODS = frozenset({"recv", "recvfrom", "recv_into", "recvmsg", "makefile", "urlopen"})
+_INPUT_SOURCES = frozenset({"input", "raw_input", "sys.stdin.read", "sys.stdin.readline",
+                            "sys.stdin.readlines", "sys.argv", "fileinput.input"})
+_ENV_SAFE_ATTRS = frozenset({"get", "setdefault", "pop", "__getitem__", "__contains__", "update",
+                             "clear", "putenv", "unsetenv", "__setitem__", "__delitem__"})
+_HOME_SOURCES = frozenset({"pathlib.Path.home", "os.path.expanduser"})
+Report = Callable[[str, int, str], None]
+
+
+class Scope:
+    """Bindings collected in source order; `report(rule, line, detail)` gets obfuscation hits."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.aliases: dict[str, str] = {}
+        self.consts: dict[str, object] = {}
+        self.taints: dict[str, frozenset[str]] = {}
+        self.star_modules: list[str] = []
+        self.ev = Evaluator(self.lookup, self.qualname)
+        self._names: dict[int, tuple[ast.expr, str | None]] = {}
+        self._taint_memo: dict[int, tuple[ast.AST, frozenset[str]]] = {}
+        self._statement_nodes: list[ast.AST] | None = None
+        self._statement_tainted: bool | None = True
+
+    def new_statement(self, nodes: list[ast.AST] | None = None) -> None:
+        """Forget memoised lookups (bindings may have changed); `nodes` is the next statement.
+
+        When none of `nodes` can carry taint, `taint_of` answers without walking.
+        """
+        self._names.clear()
+        self._taint_memo.clear()
+        self.ev.forget()
+        self._statement_nodes = nodes
+        self._statement_tainted = None if nodes is not None else True
+
+    @property
+    def statement_tainted(self) -> bool:
+        """Whether anything in the current statement can carry taint (computed once)."""
+        if self._statement_tainted is None:
+            nodes = self._statement_nodes or []
+            self._statement_tainted = any(self._may_taint(n) for n in nodes)
+        return self._statement_tainted
+
+    def _may_taint(self, node: ast.AST) -> bool:
+        cls = type(node)
+        if cls is ast.Name:
+            assert isinstance(node, ast.Name)
+            return node.id in self.taints or _maybe_special(node, self.aliases)
+        if cls is ast.Call:
+            assert isinstance(node, ast.Call)
+            return bool(self._source_kind(node))
+        return cls is ast.Attribute and getattr(node, "attr", "") in ("environ", "argv")
+
+    def lookup(self, name: str) -> object:
+        return self.consts.get(name, UNKNOWN)
+
+    def qualname(self, node: ast.expr, depth: int = 0) -> str | None:
+        """Dotted name `node` refers to (``"os.system"``, ``"socket.socket()"``), if known."""
+        hit = self._names.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        name = self._qualname(node, depth)
+        self._names[id(node)] = (node, name)
+        return name
+
+    def _qualname(self, node: ast.expr, depth: int) -> str | None:
+        if depth > 40:
+            return None
+        if isinstance(node, ast.Name):
+            name = self.aliases.get(node.id, node.id)
+            if name == node.id and node.id not in self.aliases and self.star_modules:
+                for module in self.star_modules:
+                    if node.id in _DANGEROUS_ATTRS:
+                        name = f"{module}.{node.id}"
+            return _canonical(name)
+        if isinstance(node, ast.Attribute):
+            base = self.qualname(node.value, depth + 1)
+            return _canonical(f"{base}.{node.attr}") if base else None
+        if isinstance(node, ast.Call):
+            return self._call_qualname(node, depth)
+        if isinstance(node, ast.Subscript):
+            base = self.qualname(node.value, depth + 1)
+            key, hidden = self._computed_name(node.slice)
+            if base is None or key is None:
+                return None
+            if base in ("sys.modules", "globals()", "locals()", "builtins.globals()",
+                        "builtins.vars()", "vars()"):
+                return self._resolved(_canonical(key), node, hidden)
+            if base.endswith(".__dict__"):
+                return self._resolved(_canonical(f"{base[:-9]}.{key}"), node, hidden)
+        return None
+
+    def _call_qualname(self, node: ast.Call, depth: int) -> str | None:
+        func = self.qualname(node.func, depth + 1)
+        if func is None:
+            return None
+        if func in _IMPORTERS and node.args:
+            module, hidden = self._computed_name(node.args[0])
+            return self._resolved(_canonical(module), node, hidden) if module else None
+        if func in ("getattr", "builtins.getattr") and len(node.args) >= 2:
+            base = self.qualname(node.args[0], depth + 1)
+            attr, hidden = self._computed_name(node.args[1])
+            if not base or not attr:
+                return None
+            return self._resolved(_canonical(f"{base}.{attr}"), node, hidden)
+        if func in ("vars", "builtins.vars") and node.args:
+            base = self.qualname(node.args[0], depth + 1)
+            return f"{base}.__dict__" if base else None
+        if func in _CTYPES_LOADERS or func.startswith("ctypes.cdll."):
+            return "libc"
+        return f"{func}()"
+
+    def _computed_name(self, node: ast.expr) -> tuple[str | None, bool]:
+        """A name given as a string argument, and whether it had to be computed."""
+        value, flags = self.ev.evaluate(node)
+        if not isinstance(value, str) or not value.replace(".", "").replace("_", "").isalnum():
+            return None, False
+        return value, bool(flags & {"built", "decoded"})
+
+    def _resolved(self, name: str, node: ast.AST, hidden: bool) -> str:
+        if hidden:
+            head, _, tail = name.partition(".")
+            last = name.rsplit(".", 1)[-1]
+            if name in DANGEROUS_MODULES or (head in DANGEROUS_MODULES and (
+                    not tail or last in _DANGEROUS_ATTRS)) or last in _DANGEROUS_ATTRS:
+                self.report("PY-OBFUSCATED-NAME", getattr(node, "lineno", 0), name)
+        return name
+
+    # -- bindings -----------------------------------------------------------------------------
+
+    def bind_import(self, node: ast.Import | ast.ImportFrom) -> None:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    self.aliases[alias.asname] = _canonical(alias.name)
+                else:
+                    head = alias.name.split(".", 1)[0]
+                    self.aliases[head] = _canonical(head)
+            return
+        module = _canonical(node.module or "")
+        for alias in node.names:
+            if alias.name == "*":
+                self.star_modules.append(module)
+            else:
+                self.aliases[alias.asname or alias.name] = _canonical(f"{module}.{alias.name}")
+
+    def bind(self, target: ast.expr, value: ast.expr | None, taint: frozenset[str]) -> None:
+        """Record what `target` holds after ``target = value`` (value None: unknown)."""
+        if isinstance(target, (ast.Tuple, ast.List)):
+            values = value.elts if isinstance(value, (ast.Tuple, ast.List)) and len(
+                value.elts) == len(target.elts) else [None] * len(target.elts)
+            for sub_target, sub_value in zip(target.elts, values, strict=True):
+                sub_taint = self.taint_of(sub_value) if sub_value is not None else taint
+                self.bind(sub_target, sub_value, sub_taint)
+            return
+        if isinstance(target, ast.Starred):
+            self.bind(target.value, None, taint)
+            return
+        if not isinstance(target, ast.Name):
+            return
+        name = target.id
+        resolved: str | None = None
+        constant: object = UNKNOWN
+        if value is not None:
+            resolved = self.qualname(value)
+            constant = self.ev.value(value)
+            if constant is UNKNOWN:
+                partial = self.partial_text(value)
+                constant = UNKNOWN if partial is None else partial
+        for table in (self.aliases, self.consts, self.taints):
+            table.pop(name, None)
+        if resolved is not None:
+            self.aliases[name] = resolved
+        if constant is not UNKNOWN:
+            self.consts[name] = constant
+        if taint:
+            self.taints[name] = taint
+
+    def partial_text(self, node: ast.expr) -> str | None:
+        """A string with `paths.UNKNOWN` where parts cannot be resolved, if any part is known."""
+        text = self._partial(node, 0)
+        if text is None or text.replace(UNKNOWN_TEXT, "") == "":
+            return None
+        return text
+
+    def _partial(self, node: ast.expr, depth: int) -> str | None:
+        value = self.ev.value(node)
+        if isinstance(value, (str, PathValue)):
+            return value.path if isinstance(value, PathValue) else value
+        if isinstance(value, bytes):
+            return value.decode("utf-8", "replace")
+        if depth > 20:
+            return UNKNOWN_TEXT
+        if isinstance(node, ast.JoinedStr):
+            return "".join(
+                part.value if isinstance(part, ast.Constant) and isinstance(part.value, str)
+                else self._partial(part.value, depth + 1) or UNKNOWN_TEXT
+                if isinstance(part, ast.FormattedValue) else UNKNOWN_TEXT
+                for part in node.values)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Div, ast.Mod)):
+            left = self._partial(node.left, depth + 1) or UNKNOWN_TEXT
+            right = self._partial(node.right, depth + 1) or UNKNOWN_TEXT
+            if isinstance(node.op, ast.Mod):
+                return left.replace("%s", right, 1)
+            return left + ("/" if isinstance(node.op, ast.Div) else "") + right
+        if isinstance(node, ast.Call):
+            func = self.qualname(node.func) or ""
+            if (func in _HOME_SOURCES and not node.args) or func == "pathlib.Path.home":
+                return "~"
+            if func in ("os.path.join", "pathlib.Path", "pathlib.PurePath", "os.path.expanduser",
+                        "os.path.abspath", "os.path.realpath") and node.args:
+                parts = [self._partial(a, depth + 1) or UNKNOWN_TEXT for a in node.args]
+                return "/".join(p.rstrip("/") if i < len(parts) - 1 else p
+                                for i, p in enumerate(parts))
+        if isinstance(node, ast.Subscript) and self.qualname(node.value) == "os.environ":
+            key = self.ev.value(node.slice)
+            return "~" if key in ("HOME", "USERPROFILE") else UNKNOWN_TEXT
+        return UNKNOWN_TEXT
+
+    def taint_of(self, node: ast.expr | None) -> frozenset[str]:
+        """Kinds of tainted data `node` may carry: ``net``, ``input``, ``env`` (memoised)."""
+        if node is None or not self.statement_tainted:
+            return frozenset()
+        memo = self._taint_memo
+        hit = memo.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        stack: list[tuple[ast.AST, list[ast.AST] | None]] = [(node, None)]
+        while stack:
+            current, done = stack.pop()
+            if done is not None:
+                memo[id(current)] = (current, self._combine(current, done))
+                continue
+            known = memo.get(id(current))
+            if known is not None and known[0] is current:
+                continue
+            kids = children(current)
+            stack.append((current, kids))
+            stack.extend((kid, None) for kid in kids)
+        return memo[id(node)][1]
+
+    def _combine(self, node: ast.AST, children: list[ast.AST]) -> frozenset[str]:
+        kinds: set[str] = set()
+        if isinstance(node, ast.Name):
+            kinds |= self.taints.get(node.id, frozenset())
+        if isinstance(node, ast.Call):
+            kinds |= self._source_kind(node)
+        elif _maybe_special(node, self.aliases):
+            assert isinstance(node, ast.expr)
+            name = self.qualname(node)
+            if name == "os.environ":
+                kinds.add("env")
+            elif name == "sys.argv":
+                kinds.add("input")
+        for child in children:
+            hit = self._taint_memo.get(id(child))
+            if hit is None or not hit[1]:
+                continue
+            child_kinds = hit[1]
+            if "env" in child_kinds and _shields_environ(node, child):
+                child_kinds = child_kinds - {"env"}
+            kinds |= child_kinds
+        return frozenset(kinds)
+
+    def _source_kind(self, call: ast.Call) -> set[str]:
+        name = self.qualname(call.func) or ""
+        if name.startswith(_NET_SOURCES) or name.rsplit(".", 1)[-1] in _NET_METHODS:
+            return {"net"}
+        if name in _INPUT_SOURCES:
+            return {"input"}
+        return set()
+
+
+def _maybe_special(node: ast.AST, aliases: dict[str, str]) -> bool:
+    if isinstance(node, ast.Attribute):
+        return node.attr in ("environ", "argv")
+    if isinstance(node, ast.Name):
+        return node.id in ("environ", "argv") or aliases.get(node.id) in ("os.environ", "sys.argv")
+    return False
+
+
+def _shields_environ(parent: ast.AST, child: ast.AST) -> bool:
+    """True when `parent` uses one key of the environment `child`, not the whole of it."""
+    if not _maybe_special(child, {}) and not isinstance(child, (ast.Name, ast.Attribute)):
+        return False
+    if isinstance(parent, ast.Subscript) and parent.value is child:
+        return True
+    if isinstance(parent, ast.Attribute) and parent.attr in _ENV_SAFE_ATTRS:
+        return True
+    if isinstance(parent, ast.Compare) and child in parent.comparators:
+        return True
+    return isinstance(parent, ast.keyword) and parent.arg == "env"
+
+
+def _canonical(name: str) -> str:
+    head, dot, tail = name.partition(".")
+    head = _CANONICAL.get(head, head)
+    full = f"{head}{dot}{tail}"
+    if full.startswith("os.path.") or full == "os.path":
+        return full
+    return _CANONICAL.get(full, full)

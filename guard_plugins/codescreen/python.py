@@ -1,0 +1,300 @@
+"""The Python scanner: parses with `ast`, walks statements in source order, checks every call.
+
+Statements are visited iteratively (no recursion on deep trees); each statement's own
+expressions are searched for calls (`pycalls`), huge allocations and interpreter introspection,
+then its bindings are recorded (`pyscope`). Loops are checked after their body has been seen
+(`pyloops`). Notebook lines (``!cmd``, ``%%bash``) are scanned as shell. Code that does not parse
+is repaired line by line (up to a limit) so the rest is still scanned; text that looks like shell
+is handed to the shell scanner instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+
+from guard_plugins.codescreen.context import ScanContext
+from guard_plugins.codescreen.findings import Confidence, Severity
+from guard_plugins.codescreen.paths import Access, classify_path
+from guard_plugins.codescreen.pycalls import MEMORY_LIMIT, SnippetState, check_call
+from guard_plugins.codescreen.pyloops import check_loop
+from guard_plugins.codescreen.pyscope import Scope
+from guard_plugins.codescreen.pyvalues import Huge, PathValue, walk
+
+__all__ = ["PythonScanner", "looks_like_shell", "scan_python"]
+
+_REPAIR_ATTEMPTS = 12
+_REPAIR_MAX_CHARS = 200_000
+_SHELL_LINE = re.compile(
+    r"^\s*(?:sudo\s+|\$\s+)?(?:ls|cd|rm|cp|mv|cat|echo|curl|wget|apt(?:-get)?|yum|apk|pip3?|npm|"
+    r"git|chmod|chown|mkdir|export|bash|sh|nc|ncat|socat|docker|kubectl|systemctl|service|"
+    r"crontab|find|grep|sed|awk|tar|unzip|make|dd|mkfs\S*|mount|history|kill|pkill|nohup|"
+    r"source|env|printenv|iptables|ufw|setenforce|insmod|modprobe|nsenter|chroot|shred|touch|"
+    r"for\s+\w+\s+in|while\s+(?:true|:)|if\s+\[|set\s+[-+]|:\s*\(\)|#!/)(?:\s|$|;|\|)",
+)
+_MAGIC = re.compile(r"^(\s*)(?:(\w+\s*=\s*)?!(.*)|%(?:system|sx)\s(.*)|%.*)$")
+_CELL_SHELL = re.compile(r"^\s*%%(?:bash|sh|script\s+(?:ba)?sh|system)\b[^\n]*\n?")
+_BODY_FIELDS = ("body", "handlers", "orelse", "finalbody", "cases")
+_PATHISH = (ast.Constant, ast.Name, ast.JoinedStr, ast.BinOp, ast.Call, ast.Tuple, ast.List)
+_SEQUENCE_NODES = (ast.List, ast.Tuple, ast.ListComp)
+_INTROSPECTION_HIGH = frozenset({"__subclasses__"})
+_INTROSPECTION_LOW = frozenset({"__globals__", "f_globals", "f_builtins", "__builtins__",
+                                "gi_frame", "tb_frame", "f_back"})
+
+
+class PythonScanner:
+    """One Python scan over a parsed module; findings go to the shared `ScanContext`."""
+
+    def __init__(self, ctx: ScanContext) -> None:
+        self.ctx = ctx
+        self.scope = Scope(lambda rule, line, detail: ctx.report(rule, line, detail))
+        self.state = SnippetState()
+
+    def report(self, concept: str, line: int, detail: str = "", *,
+               confidence: Confidence | None = None, severity: Severity | None = None) -> None:
+        self.ctx.report(f"PY-{concept}", line, detail, confidence=confidence, severity=severity)
+
+    def access(self, path: str, access: Access, line: int) -> None:
+        for concept, ident in classify_path(path, access):
+            self.report(concept, line, ident)
+
+    def nested(self, text: str, language: str, line: int) -> None:
+        self.ctx.scan_nested(text, language, line)
+
+    def run(self, tree: ast.Module) -> None:
+        stack: list[tuple[ast.stmt, bool]] = [(s, False) for s in reversed(tree.body)]
+        while stack:
+            node, after_body = stack.pop()
+            if after_body:
+                assert isinstance(node, (ast.While, ast.For, ast.AsyncFor))
+                self.scope.new_statement()
+                check_loop(self, node)
+                continue
+            self._statement(node)
+            if isinstance(node, (ast.While, ast.For, ast.AsyncFor)):
+                stack.append((node, True))
+            stack.extend((child, False) for child in reversed(list(_child_statements(node))))
+        self._finish()
+
+    def _statement(self, node: ast.stmt) -> None:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            self.scope.bind_import(node)
+            return
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            return
+        nodes: list[ast.AST] = []
+        for expr in _own_expressions(node):
+            nodes.extend(walk(expr))
+        self.scope.new_statement(nodes)
+        self._expression(nodes)
+        self._bindings(node)
+        self.scope.new_statement()
+
+    def _expression(self, nodes: list[ast.AST]) -> None:
+        for sub in nodes:
+            cls = type(sub)
+            if cls is ast.Name or cls is ast.Constant:
+                continue
+            if isinstance(sub, ast.Call):
+                check_call(self, sub)
+                self._argument_paths(sub)
+            elif isinstance(sub, ast.Attribute):
+                if sub.attr in _INTROSPECTION_HIGH:
+                    self.report("INTROSPECTION", sub.lineno, sub.attr)
+                elif sub.attr in _INTROSPECTION_LOW:
+                    self.report("INTROSPECTION", sub.lineno, sub.attr, confidence="low",
+                                severity=Severity.MEDIUM)
+            elif isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Mult) and (
+                    self._sequence_like(sub.left) or self._sequence_like(sub.right)):
+                self._huge(sub, sub.left, sub.right)
+            elif isinstance(sub, ast.ListComp):
+                self._huge(sub)
+            elif isinstance(sub, ast.NamedExpr):
+                self.scope.bind(sub.target, sub.value, self.scope.taint_of(sub.value))
+
+    def _sequence_like(self, node: ast.expr) -> bool:
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, (str, bytes))
+        if isinstance(node, ast.Name):
+            return isinstance(self.scope.consts.get(node.id), (str, bytes, tuple))
+        return isinstance(node, (*_SEQUENCE_NODES, ast.BinOp, ast.JoinedStr))
+
+    def _huge(self, node: ast.expr, *operands: ast.expr) -> None:
+        value = self.scope.ev.value(node)
+        if not isinstance(value, Huge) or value.size < MEMORY_LIMIT:
+            return
+        if operands and not any(isinstance(op, (ast.List, ast.Tuple, ast.ListComp)) or isinstance(
+                self.scope.ev.value(op), (str, bytes, tuple, Huge)) for op in operands):
+            return
+        self.report("MEMORY-BOMB", node.lineno, f"{value.size:.1e} elements")
+
+    def _argument_paths(self, call: ast.Call) -> None:
+        """Any path or URL a call receives is checked for secrets, sockets and metadata hosts."""
+        for arg in list(call.args) + [k.value for k in call.keywords]:
+            if not isinstance(arg, _PATHISH) or (isinstance(arg, ast.Constant) and not isinstance(
+                    arg.value, str)):
+                continue
+            value = self.scope.ev.value(arg)
+            texts = [v for v in (value if isinstance(value, tuple) else (value,))
+                     if isinstance(v, (str, PathValue))]
+            if not texts:
+                partial = self.scope.partial_text(arg)
+                texts = [partial] if partial else []
+            for text in texts:
+                path = text.path if isinstance(text, PathValue) else text
+                if len(path) < 4096 and ("/" in path or path.startswith("~") or "." in path):
+                    self.access(path, Access.READ, call.lineno)
+
+    def _bindings(self, node: ast.stmt) -> None:
+        scope = self.scope
+        if isinstance(node, ast.Assign):
+            taint = scope.taint_of(node.value)
+            for target in node.targets:
+                scope.bind(target, node.value, taint)
+                self._remember_file(target, node.value)
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            scope.bind(node.target, node.value, scope.taint_of(node.value))
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            combined = ast.BinOp(left=ast.Name(id=node.target.id, ctx=ast.Load()), op=node.op,
+                                 right=node.value)
+            ast.copy_location(combined, node)
+            taint = scope.taint_of(node.value) | scope.taints.get(node.target.id, frozenset())
+            scope.bind(node.target, combined, taint)
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            scope.bind(node.target, None, scope.taint_of(node.iter))
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                if item.optional_vars is not None:
+                    scope.bind(item.optional_vars, item.context_expr,
+                               scope.taint_of(item.context_expr))
+                    self._remember_file(item.optional_vars, item.context_expr)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args
+            for arg in arguments.posonlyargs + arguments.args + arguments.kwonlyargs:
+                scope.bind(ast.Name(id=arg.arg, ctx=ast.Store()), None, frozenset())
+
+    def _remember_file(self, target: ast.expr, value: ast.expr) -> None:
+        if isinstance(target, ast.Name) and isinstance(value, ast.Call) and value.args and (
+                self.scope.qualname(value.func) in ("open", "builtins.open", "io.open")):
+            path = self.scope.partial_text(value.args[0])
+            if path:
+                self.state.file_paths[target.id] = path
+
+    def _finish(self) -> None:
+        state = self.state
+        if state.socket_line and (state.dup2_line or state.pty_line or state.shell_line):
+            parts = [x for x in (state.dup2_line, state.pty_line, state.shell_line) if x]
+            self.report("REVSHELL", min(parts), "socket wired to a shell")
+        if state.env_used_line and state.net_line:
+            self.report("ENV-EXFIL", state.env_used_line, "environment dump and network send")
+
+
+def _child_statements(node: ast.stmt) -> Iterator[ast.stmt]:
+    for field in _BODY_FIELDS:
+        value = getattr(node, field, None)
+        if not value:
+            continue
+        for item in value:
+            if isinstance(item, ast.stmt):
+                yield item
+            elif isinstance(item, (ast.ExceptHandler, ast.match_case)):
+                yield from item.body
+
+
+def _own_expressions(node: ast.stmt) -> Iterator[ast.expr]:
+    for field in node._fields:
+        if field in _BODY_FIELDS:
+            continue
+        value = getattr(node, field, None)
+        items = value if type(value) is list else [value]
+        for item in items:
+            if isinstance(item, ast.expr):
+                yield item
+            elif isinstance(item, ast.withitem):
+                yield item.context_expr
+            elif isinstance(item, ast.keyword):
+                yield item.value
+            elif isinstance(item, ast.ExceptHandler) and item.type is not None:
+                yield item.type
+            elif isinstance(item, ast.arguments):
+                yield from (d for d in item.defaults + item.kw_defaults if d is not None)
+
+
+def looks_like_shell(text: str) -> bool:
+    """True when the first meaningful line, or a third of the lines, read as shell commands."""
+    lines = [line for line in text.splitlines() if line.strip()][:200]
+    if not lines:
+        return False
+    first = next((line for line in lines if not line.lstrip().startswith("#")), lines[0])
+    if _SHELL_LINE.match(first) or (lines[0].startswith("#!") and "sh" in lines[0]):
+        return True
+    return sum(1 for line in lines if _SHELL_LINE.match(line)) * 3 >= len(lines)
+
+
+def _notebook(text: str, ctx: ScanContext) -> str:
+    """Shell lines of notebooks (``!cmd``, ``%system``) are scanned as shell, then blanked."""
+    if "!" not in text and "%" not in text:
+        return text
+    out: list[str] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        match = _MAGIC.match(line)
+        if match is None:
+            out.append(line)
+            continue
+        command = match.group(3) if match.group(3) is not None else match.group(4)
+        if command:
+            ctx.scan_nested(command, "shell", number)
+        out.append(f"{match.group(1)}{match.group(2) or ''}None" if match.group(2)
+                   else f"{match.group(1)}pass")
+    return "\n".join(out)
+
+
+def _parse(text: str) -> tuple[ast.Module | None, list[tuple[int, str]]]:
+    """The module and the lines blanked to make it parse (module None: gave up)."""
+    try:
+        return ast.parse(text), []
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        if len(text) > _REPAIR_MAX_CHARS:
+            return None, []
+    lines = text.split("\n")
+    blanked: list[tuple[int, str]] = []
+    for _attempt in range(_REPAIR_ATTEMPTS):
+        try:
+            return ast.parse("\n".join(lines)), blanked
+        except SyntaxError as error:
+            number = error.lineno or 0
+            if not 0 < number <= len(lines) or lines[number - 1].strip() == "pass":
+                return None, blanked
+            original = lines[number - 1]
+            blanked.append((number, original))
+            lines[number - 1] = original[: len(original) - len(original.lstrip())] + "pass"
+        except (ValueError, RecursionError, MemoryError, OverflowError):
+            return None, blanked
+    return None, blanked
+
+
+def scan_python(text: str, ctx: ScanContext) -> None:
+    """Scan Python source; findings go to `ctx`. Never raises on bad input."""
+    text = text.replace("\x00", " ")
+    cell = _CELL_SHELL.match(text)
+    if cell:
+        ctx.scanners["shell"](text[cell.end():], ctx)
+        return
+    text = _notebook(text, ctx)
+    tree, blanked = _parse(text)
+    if (tree is None or blanked) and looks_like_shell(text):
+        ctx.scanners["shell"](text, ctx)
+        return
+    if tree is None:
+        ctx.report("PY-UNPARSEABLE", 1)
+        return
+    if blanked:
+        ctx.report("PY-UNPARSEABLE", blanked[0][0], f"{len(blanked)} line(s) skipped")
+        for number, line in blanked:
+            if _SHELL_LINE.match(line):
+                ctx.scan_nested(line, "shell", number)
+    try:
+        PythonScanner(ctx).run(tree)
+    except RecursionError:
+        ctx.report("SCREEN-NESTING", 1, "expression too deeply nested")
