@@ -30,10 +30,11 @@ __all__ = [
     "AsyncInputGate",
     "InputGate",
     "InputRefused",
+    "agate",
     "agated",
+    "gate",
     "gated",
     "is_side_effect_free",
-    "with_handler",
 ]
 
 
@@ -51,13 +52,23 @@ def _stop_if_blocked(decision: Decision) -> None:
 
 
 class InputGate(BaseCallbackHandler):
-    """Sync gate: tool runs wait for the input verdict; streamed tokens abort once it blocks."""
+    """Sync gate: a tool run waits for the input verdict and fails when it blocks; a streamed
+    token aborts the model call once the verdict blocks.
+
+    Sync handlers run on async paths too (in a worker thread, so the wait never stalls the event
+    loop), which covers sync tools and nodes an async graph runs in threads. On async paths the
+    token check is left to `AsyncInputGate` (``tokens=False``) to avoid a thread hop per token.
+    """
 
     raise_error = True
-    run_inline = True
 
-    def __init__(self, verdict: Future[Decision]) -> None:
+    def __init__(self, verdict: Future[Decision], *, tokens: bool = True) -> None:
         self.verdict = verdict
+        self.tokens = tokens
+
+    @property
+    def ignore_llm(self) -> bool:
+        return not self.tokens
 
     def on_tool_start(self, serialized: dict[str, Any], input_str: str, **kwargs: Any) -> None:
         _stop_if_blocked(self.verdict.result())
@@ -68,34 +79,67 @@ class InputGate(BaseCallbackHandler):
 
 
 class AsyncInputGate(AsyncCallbackHandler):
-    """Async gate (async handlers are the ones awaited on async paths)."""
+    """Async gate for runs on the caller's event loop (async handlers are awaited there)."""
 
     raise_error = True
     run_inline = True
 
-    def __init__(self, verdict: asyncio.Future[Decision]) -> None:
+    def __init__(self, verdict: Future[Decision], loop: asyncio.AbstractEventLoop) -> None:
         self.verdict = verdict
+        self.loop = loop
 
     async def on_tool_start(
         self, serialized: dict[str, Any], input_str: str, **kwargs: Any
     ) -> None:
-        _stop_if_blocked(await asyncio.shield(self.verdict))
+        if asyncio.get_running_loop() is not self.loop:
+            return  # a sync run in a worker thread: `InputGate` waits there
+        _stop_if_blocked(await asyncio.shield(asyncio.wrap_future(self.verdict)))
 
     async def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
-        if self.verdict.done() and not self.verdict.cancelled():
+        if self.verdict.done():
             _stop_if_blocked(self.verdict.result())
 
 
-def with_handler(config: RunnableConfig, handler: BaseCallbackHandler) -> RunnableConfig:
-    """`config` whose callbacks also include `handler`, inherited by child runs."""
+def gate(config: RunnableConfig, verdict: Future[Decision]) -> RunnableConfig:
+    """`config` with the gate handlers for a sync run."""
+    return _with_handlers(config, [InputGate(verdict)], CallbackManager)
+
+
+def agate(config: RunnableConfig, verdict: asyncio.Task[Decision]) -> RunnableConfig:
+    """`config` with the gate handlers for an async run (the verdict task mirrored into a
+    thread-safe future, so gates in worker threads can wait on it)."""
+    mirrored: Future[Decision] = Future()
+
+    def transfer(task: asyncio.Task[Decision]) -> None:
+        if task.cancelled():
+            mirrored.cancel()
+        elif task.exception() is not None:
+            mirrored.set_exception(task.exception())  # type: ignore[arg-type]
+        else:
+            mirrored.set_result(task.result())
+
+    verdict.add_done_callback(transfer)
+    loop = asyncio.get_running_loop()
+    handlers: list[BaseCallbackHandler] = [
+        InputGate(mirrored, tokens=False),
+        AsyncInputGate(mirrored, loop),
+    ]
+    return _with_handlers(config, handlers, AsyncCallbackManager)
+
+
+def _with_handlers(
+    config: RunnableConfig,
+    handlers: list[BaseCallbackHandler],
+    cls: type[BaseCallbackManager],
+) -> RunnableConfig:
     callbacks = config.get("callbacks")
     manager: BaseCallbackManager
     if isinstance(callbacks, BaseCallbackManager):
         manager = callbacks.copy()
     else:
-        cls = AsyncCallbackManager if isinstance(handler, AsyncCallbackHandler) else CallbackManager
         manager = cls(handlers=list(callbacks or []), inheritable_handlers=list(callbacks or []))
-    manager.add_handler(handler, inherit=True)
+    for handler in handlers:
+        manager.add_handler(handler, inherit=True)
     return patch_config(config, callbacks=manager)
 
 

@@ -39,13 +39,12 @@ from guard_plugins_langchain._shapes import (
     refuse_output,
 )
 from guard_plugins_langchain._speculation import (
-    AsyncInputGate,
-    InputGate,
     InputRefused,
+    agate,
     agated,
+    gate,
     gated,
     is_side_effect_free,
-    with_handler,
 )
 from guard_plugins_langchain._stream import (
     StreamSettings,
@@ -199,7 +198,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
         else:
             verdict: Future[Decision] = _executor.submit(self._check, check, run_manager)
             try:
-                output = self.bound.invoke(value, with_handler(child, InputGate(verdict)), **kwargs)
+                output = self.bound.invoke(value, gate(child, verdict), **kwargs)
             except BaseException:
                 decision = verdict.result()
                 if decision.allowed:
@@ -234,7 +233,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             output = await self.bound.ainvoke(value, child, **kwargs)
         elif check is not None:
             verdict = asyncio.ensure_future(self._acheck(check, run_manager))
-            gate_config = with_handler(child, AsyncInputGate(verdict))
+            gate_config = agate(child, verdict)
             model = asyncio.ensure_future(self.bound.ainvoke(value, gate_config, **kwargs))
             try:
                 decision = await verdict
@@ -467,7 +466,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             upstream = self.bound.stream(value, config, **kwargs)
         else:
             verdict: Future[Decision] = _executor.submit(check, pending)
-            gate_config = with_handler(config, InputGate(verdict))
+            gate_config = gate(config, verdict)
             upstream = gated(self.bound.stream(value, gate_config, **kwargs), verdict)
         try:
             yield from screen_stream(upstream, check, messages, self._settings)
@@ -508,7 +507,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             upstream = self.bound.astream(value, config, **kwargs)
         else:
             verdict = asyncio.ensure_future(check(pending))
-            gate_config = with_handler(config, AsyncInputGate(verdict))
+            gate_config = agate(config, verdict)
             upstream = agated(self.bound.astream(value, gate_config, **kwargs), verdict)
         try:
             async for item in ascreen_stream(upstream, check, messages, self._settings):
