@@ -38,6 +38,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -101,6 +102,7 @@ class HTTPTransport:
         coalesce: bool = True,
     ) -> None:
         self.base_urls = tuple(base_urls)
+        self._targets = [_target(u) for u in self.base_urls]
         self._headers = dict(headers)
         self.timeout = timeout
         self.max_retries = max_retries
@@ -235,9 +237,12 @@ class HTTPTransport:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            url = self.base_urls[replica] + path
+            root, query, auth = self._targets[replica]
+            url = root + path + (f"?{query}" if query else "")
             try:
-                result = await self._attempt(state, url, body, min(self.timeout, remaining))
+                result = await self._attempt(
+                    state, url, body, min(self.timeout, remaining), auth
+                )
             except _Failure as failure:
                 if not failure.retryable:
                     raise failure.error from failure.error.__cause__
@@ -270,14 +275,24 @@ class HTTPTransport:
         return base * random.uniform(0.5, 1.5)
 
     async def _attempt(
-        self, state: _LoopState, url: str, body: Mapping[str, Any], timeout: float
+        self,
+        state: _LoopState,
+        url: str,
+        body: Mapping[str, Any],
+        timeout: float,
+        auth: httpx.BasicAuth | None,
     ) -> Any:
         where = display_url(url)
         async with state.semaphore:
             self.stats.http_requests += 1
             try:
                 response = await asyncio.wait_for(
-                    state.client.post(url, json=body, timeout=httpx.Timeout(timeout, pool=None)),
+                    state.client.post(
+                        url,
+                        json=body,
+                        auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                        timeout=httpx.Timeout(timeout, pool=None),
+                    ),
                     timeout,
                 )
             except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
@@ -312,6 +327,22 @@ class HTTPTransport:
             )
             error.__cause__ = exc
             raise _Failure(error, retryable=False) from exc
+
+
+def _target(base_url: str) -> tuple[str, str, httpx.BasicAuth | None]:
+    """(root URL without credentials or query, query, basic auth from the URL's user info).
+
+    Credentials leave the URL because httpx logs request URLs verbatim.
+    """
+    parts = urlsplit(base_url)
+    auth = None
+    if parts.username is not None or parts.password is not None:
+        auth = httpx.BasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")), parts.query, auth
 
 
 def _retry_after(value: str | None) -> float | None:
