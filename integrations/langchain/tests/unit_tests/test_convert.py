@@ -46,7 +46,9 @@ PNG_B64 = base64.b64encode(PNG).decode()
     ids=["v1-base64", "v1-data-url", "v0-source-type", "openai", "openai-str", "anthropic"],
 )
 def test_image_blocks_become_image_parts(block: dict[str, Any]) -> None:
-    conv = messages_to_conversation([HumanMessage([{"type": "text", "text": "what is this"}, block])])
+    conv = messages_to_conversation(
+        [HumanMessage([{"type": "text", "text": "what is this"}, block])]
+    )
     (image,) = conv.messages[0].images
     assert isinstance(image, ImagePart)
     assert image.data == PNG
@@ -216,14 +218,20 @@ def _messages(draw: st.DrawFn) -> list[BaseMessage]:
             if isinstance(content, list):
                 n = sum(1 for b in content if isinstance(b, dict) and "image" in b["type"])
                 if images + n > 8:  # the core assesses at most 8 images a conversation
-                    content = [b for b in content if not (isinstance(b, dict) and "image" in b["type"])]
+                    content = [
+                        b for b in content if not (isinstance(b, dict) and "image" in b["type"])
+                    ]
                 else:
                     images += n
             out.append(HumanMessage(content))
         elif kind == "ai":
             out.append(AIMessage(draw(_content), tool_calls=draw(st.lists(_tool_call, max_size=2))))
         elif kind == "tool":
-            out.append(ToolMessage(draw(_content), tool_call_id="x", name=draw(st.sampled_from(["py", None]))))
+            out.append(
+                ToolMessage(
+                    draw(_content), tool_call_id="x", name=draw(st.sampled_from(["py", None]))
+                )
+            )
         else:
             out.append(SystemMessage(draw(_content)))
     return out
@@ -279,7 +287,9 @@ def test_conversion_invariants(messages: list[BaseMessage]) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.one_of(_text, st.dictionaries(st.text(max_size=5), _text, max_size=3)), max_size=4))
+@given(
+    st.lists(st.one_of(_text, st.dictionaries(st.text(max_size=5), _text, max_size=3)), max_size=4)
+)
 def test_arbitrary_content_never_crashes_outside_guard_errors(content: list[Any]) -> None:
     try:
         conv = messages_to_conversation([HumanMessage(content)])  # type: ignore[arg-type]

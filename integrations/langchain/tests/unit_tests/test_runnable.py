@@ -182,9 +182,7 @@ def test_monitor_mode_enforces_nothing(backend: FunctionBackend) -> None:
         def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
             events.append(data)
 
-    out = GuardRunnable.wrap(model("a bomb"), guard).invoke(
-        "bomb", {"callbacks": [Collect()]}
-    )
+    out = GuardRunnable.wrap(model("a bomb"), guard).invoke("bomb", {"callbacks": [Collect()]})
     assert out.content == "a bomb"
     assert [(e["action"], e["enforced"], e["allowed"]) for e in events] == [
         ("block", False, True),
@@ -269,14 +267,19 @@ def test_names_and_schemas(guard: Guard) -> None:
     assert GuardRunnable.output(guard).get_name() == "GuardOutput"
     chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | model()
     wrapped = GuardRunnable.wrap(chain, guard)
-    assert wrapped.get_input_schema().model_json_schema() == chain.get_input_schema().model_json_schema()
+    assert (
+        wrapped.get_input_schema().model_json_schema()
+        == chain.get_input_schema().model_json_schema()
+    )
     assert GuardRunnable.wrap(model(), guard).get_name() == "GuardedGenericFakeChatModel"
 
 
 # -- multimodal ---------------------------------------------------------------------------------
 
 
-async def test_images_reach_the_backend(guard: Guard, backend: FunctionBackend, png_b64: str) -> None:
+async def test_images_reach_the_backend(
+    guard: Guard, backend: FunctionBackend, png_b64: str
+) -> None:
     message = HumanMessage(
         [
             {"type": "text", "text": "what is in this picture?"},
