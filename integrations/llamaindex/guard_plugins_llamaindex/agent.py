@@ -97,7 +97,8 @@ class _HeldStream:
 
     @property
     def is_running(self) -> bool:
-        return self._ctx.is_running
+        # Inside a workflow step a Context is always running (and asking it is deprecated).
+        return True if isinstance(self._ctx, Context) else self._ctx.is_running
 
     def write_event_to_stream(self, event: Any) -> None:
         if isinstance(event, AgentStream):
@@ -110,14 +111,13 @@ class _HeldStream:
 
     def release(self) -> None:
         held, self.held = self.held, []
-        if self._ctx.is_running:
-            for event in held:
-                self._ctx.write_event_to_stream(event)
+        for event in held:
+            self._ctx.write_event_to_stream(event)
 
     def replace(self, text: str) -> None:
         """Drop what was held; stream `text` (already checked) in its place, if any."""
         self.held = []
-        if text.strip() and self._ctx.is_running:
+        if text.strip():
             self._ctx.write_event_to_stream(
                 AgentStream(delta=text, response=text, current_agent_name=self._agent_name)
             )

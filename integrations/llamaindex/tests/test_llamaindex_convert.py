@@ -243,7 +243,7 @@ def test_fuzz_conversion_contract(items: list[tuple[ChatMessage, dict[str, Any]]
             expected_calls = sorted(expect["calls"], key=lambda c: c[0] != "block")
             assert len(calls) == len(expected_calls)
             for part, (_, obj, kwargs) in zip(calls, expected_calls, strict=True):
-                name = getattr(obj, "tool_name", None) or obj["function"]["name"]
+                name = obj.tool_name if hasattr(obj, "tool_name") else obj["function"]["name"]
                 assert part.name == (name.strip() or "tool")
                 assert part.arguments == kwargs
                 code = kwargs.get("code")
