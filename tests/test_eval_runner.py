@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +318,18 @@ async def test_one_run_per_output_directory(tmp_path: Path) -> None:
         await first
     result = await run_eval(guard(), DATASET, tmp_path)  # the lock was released
     assert result.reused + result.checked == len(DATASET)
+
+
+def test_plots_skipped_without_matplotlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    data = tmp_path / "a.csv"
+    data.write_text("text,label\npos-hit,unsafe\nneg-1,safe\n", encoding="utf-8")
+    args = parse_eval_args([str(data), "--out", str(tmp_path / "o"), "--no-progress"])
+    stderr = io.StringIO()
+    assert run_eval_command(args, guard, stdout=io.StringIO(), stderr=stderr) == 0
+    assert "pip install 'guard-plugins[eval]'" in stderr.getvalue()
+    assert "guard-plugins[eval]" in caplog.text
+    assert not (tmp_path / "o" / "pr_curve.png").exists()
+    assert (tmp_path / "o" / "report.md").exists()

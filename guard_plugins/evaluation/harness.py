@@ -92,7 +92,7 @@ async def evaluate(
         "hook": hook.value,
         "backend": guard.backend.name,
         "model": source if isinstance(source, str) else None,
-        "threshold": guard.policy.for_hook(hook).threshold,
+        "threshold": guard.policy.for_hook(hook).request_threshold,
         "flagged_means": "decision.verdict.unsafe",
     }
     data = build_report(dataset, result, config=config, target_fpr=target_fpr, metrics=metrics)
