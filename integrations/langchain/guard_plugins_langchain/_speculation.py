@@ -113,8 +113,8 @@ def agate(config: RunnableConfig, verdict: asyncio.Task[Decision]) -> RunnableCo
     def transfer(task: asyncio.Task[Decision]) -> None:
         if task.cancelled():
             mirrored.cancel()
-        elif task.exception() is not None:
-            mirrored.set_exception(task.exception())  # type: ignore[arg-type]
+        elif (error := task.exception()) is not None:
+            mirrored.set_exception(error)
         else:
             mirrored.set_result(task.result())
 

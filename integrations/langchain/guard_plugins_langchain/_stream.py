@@ -34,7 +34,6 @@ from guard_plugins_langchain._shapes import (
     locate_output,
     output_check,
     refusal_message,
-    refuse_output,
 )
 
 __all__ = ["StreamSettings", "ascreen_stream", "screen_stream"]
@@ -221,10 +220,35 @@ def _message_lists(value: Any, depth: int = 0) -> list[list[BaseMessage]]:
 
 
 def _refuse_state_chunk(chunk: Any, message: AIMessage, decision: Decision) -> Any:
-    target = locate_output(chunk)
-    if target is not None and target.message is message:
-        return refuse_output(chunk, target, decision)
-    raise GuardBlocked(decision)  # the refused message is nested where no refusal fits
+    """`chunk` (a state, an update dict, a list) with `message` replaced by the refusal."""
+    replacement = refusal_message(decision, like=message)
+    replaced, found = _replace(chunk, message, replacement, 0)
+    if not found:
+        raise GuardBlocked(decision)  # pragma: no cover - the message came from this chunk
+    return replaced
+
+
+def _replace(value: Any, old: BaseMessage, new: BaseMessage, depth: int) -> tuple[Any, bool]:
+    if value is old:
+        return new, True
+    if depth > 4:
+        return value, False
+    if isinstance(value, Mapping):
+        out = {}
+        found = False
+        for key, item in value.items():
+            out[key], hit = _replace(item, old, new, depth + 1)
+            found = found or hit
+        return (out, True) if found else (value, False)
+    if isinstance(value, list | tuple):
+        items = []
+        found = False
+        for item in value:
+            replaced, hit = _replace(item, old, new, depth + 1)
+            items.append(replaced)
+            found = found or hit
+        return (type(value)(items), True) if found else (value, False)
+    return value, False
 
 
 def _json(value: Any) -> str:
