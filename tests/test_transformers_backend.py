@@ -283,6 +283,19 @@ async def test_prefix_cache_matches_uncached_and_saves_tokens(
     assert saved > 100  # the task line and category list (~150 tokens) are not recomputed
 
 
+async def test_prefix_cache_is_a_bounded_lru(tiny_backend: TransformersBackend) -> None:
+    backend = TransformersBackend(tiny_backend._model, tiny_backend.encoder, prefix_cache_size=1)
+    for categories in (["S1", "S2"], ["S3"], ["S1", "S2"]):
+        await backend.classify("hello", categories=categories)
+    assert backend.stats.prefix_misses == 3 and len(backend._prefixes) == 1
+    await backend.classify("hello again", categories=["S1", "S2"])
+    assert backend.stats.prefix_hits == 1
+    off = TransformersBackend(tiny_backend._model, tiny_backend.encoder, prefix_cache=False)
+    await off.classify("hello")
+    assert off.stats.prefix_misses == off.stats.prefix_hits == 0
+    assert off.stats.tokens_computed == len(off.prompt_token_ids("hello")) + 1
+
+
 async def test_prompt_too_long_is_raised_before_the_model(
     tiny_backend: TransformersBackend,
 ) -> None:
@@ -334,12 +347,19 @@ async def test_aclose_releases_the_model(tiny_backend: TransformersBackend) -> N
 
 
 async def test_generate_raw_is_greedy_generation(
-    tiny_backend: TransformersBackend, tiny_model_dir: Path
+    tiny_backend: TransformersBackend,
+    backend_no_prefix: TransformersBackend,
+    tiny_model_dir: Path,
 ) -> None:
     import torch
 
     prompt = build_prompt("How do I bake bread?").text
+    await tiny_backend.generate_raw(prompt, max_new_tokens=1)
+    hits = tiny_backend.stats.prefix_hits
     completion = await tiny_backend.generate_raw(prompt, max_new_tokens=6, top_logprobs=3)
+    assert tiny_backend.stats.prefix_hits == hits + 1
+    uncached = await backend_no_prefix.generate_raw(prompt, max_new_tokens=6, top_logprobs=3)
+    assert uncached.token_ids == completion.token_ids
     model = _plain_model(tiny_model_dir)
     ids = tiny_backend.encoder.encode_text(prompt)
     with torch.inference_mode():

@@ -74,6 +74,7 @@ _STRUCTURE = {
     "<|eot|>": 1,
 }
 _IMAGE_TOKENS = ("<|image_start|>", "<|image_end|>", IMAGE_TOKEN)
+_CONVERSATION_START = "<BEGIN CONVERSATION>\n"
 _ALLOWED_SPECIAL = (
     *_STRUCTURE, *_IMAGE_TOKENS, "<|patch|>", "<|tile_x_separator|>", "<|tile_y_separator|>",
 )
@@ -386,9 +387,8 @@ class PromptEncoder:
                 "the tokenized prompt has an unexpected structure: " + "; ".join(wrong)
             )
 
-    def prefix_ids(self, prompt: RenderedPrompt) -> list[int]:
-        """Ids of the prompt's shared prefix (through ``<BEGIN CONVERSATION>\\n``)."""
-        prefix = prompt.prefix
+    def prefix_ids(self, prefix: str) -> list[int]:
+        """Ids of a prompt prefix (`RenderedPrompt.prefix`), memoised."""
         with self._lock:
             ids = self._prefix_ids.get(prefix)
         if ids is None:
@@ -551,6 +551,13 @@ class TransformersBackend(Backend):
 
     Model work runs on a single worker thread owned by the backend (torch work serialised, the
     event loop never blocks); `aclose()` stops it and drops the model.
+
+    Options: `max_batch_size` / `max_batch_tokens` bound a text sub-batch (requests sorted by
+    length, left-padded); image requests run one at a time. `prefix_cache` keeps the KV of up to
+    `prefix_cache_size` prompt prefixes (everything through ``<BEGIN CONVERSATION>\\n``, keyed by
+    its text, i.e. role + category list, per loaded model), used only when the prefix's ids are a
+    true prefix of the prompt's ids; results equal the uncached path within float tolerance
+    (1e-4 on scores in float32). `stats` counts the tokens computed per check.
 
     >>> backend = TransformersBackend.from_pretrained(device="cuda")   # doctest: +SKIP
     >>> backend.classify_sync("How do I make a bomb?").codes          # doctest: +SKIP
@@ -736,10 +743,9 @@ class TransformersBackend(Backend):
         ]
         for job in jobs:
             if self.prefix_cache:
-                prefix = self.encoder.prefix_ids(job.request.prompt)
-                if len(prefix) < len(job.encoded.ids) and job.encoded.ids[: len(prefix)] == prefix:
-                    job.encoded.prefix_key = job.request.prompt.prefix
-                    job.encoded.prefix_len = len(prefix)
+                key = job.request.prompt.prefix
+                job.encoded.prefix_len = self._usable_prefix(key, job.encoded.ids)
+                job.encoded.prefix_key = key if job.encoded.prefix_len else None
         text_jobs = sorted(
             (j for j in jobs if j.encoded.pixel_values is None),
             key=lambda j: (j.encoded.prefix_key or "", len(j.encoded.ids)),
@@ -772,6 +778,13 @@ class TransformersBackend(Backend):
         if job.categories_text is None:
             return Verdict(safe=True, raw="\n\nsafe", **common)
         return parse_verdict("\n\nunsafe\n" + job.categories_text, request.listed, **common)
+
+    def _usable_prefix(self, prefix: str, ids: Sequence[int]) -> int:
+        """Length of `prefix` in tokens if its ids are a true prefix of `ids`, else 0."""
+        prefix_ids = self.encoder.prefix_ids(prefix)
+        if len(prefix_ids) < len(ids) and list(ids[: len(prefix_ids)]) == prefix_ids:
+            return len(prefix_ids)
+        return 0
 
     def _prefix(self, key: str, ids: Sequence[int]) -> _PrefixEntry:
         entry = self._prefixes.get(key)
@@ -906,8 +919,18 @@ class TransformersBackend(Backend):
         limit = self._limit + DECODE_RESERVE
         if len(ids) + max_new_tokens > limit:
             raise PromptTooLongError(len(ids) + max_new_tokens, limit)
-        cache = self._new_cache()
-        inputs: dict[str, Any] = {"input_ids": torch.tensor([ids], device=self.device)}
+        prefix_len, kv = 0, []
+        cut = prompt.find(_CONVERSATION_START)
+        if self.prefix_cache and cut >= 0:
+            prefix = prompt[: cut + len(_CONVERSATION_START)]
+            prefix_len = self._usable_prefix(prefix, ids)
+            if prefix_len:
+                kv = self._prefix(prefix, ids[:prefix_len]).kv
+        cache = self._new_cache(kv)
+        inputs: dict[str, Any] = {
+            "input_ids": torch.tensor([ids[prefix_len:]], device=self.device),
+            "position_ids": torch.arange(prefix_len, len(ids), device=self.device)[None],
+        }
         if pixel_values is not None:
             inputs["pixel_values"] = pixel_values.to(self.device, dtype=self.dtype)
         generated: list[int] = []
