@@ -217,6 +217,7 @@ class HTTPTransport:
         budget = self.max_retries + replicas
         timed_out: set[int] = set()
         failed: set[int] = set()
+        retry_at: dict[int, float] = {}
         last: _Failure | None = None
         attempt = 0
         position = 0
@@ -226,7 +227,7 @@ class HTTPTransport:
                 break
             replica = eligible[position % len(eligible)]
             if replica in failed:  # back on a replica that already failed: wait first
-                delay = self._delay(attempt, last)
+                delay = self._delay(attempt, retry_at.get(replica))
                 if time.monotonic() + delay >= deadline:
                     break
                 self.stats.retries += 1
@@ -250,9 +251,10 @@ class HTTPTransport:
                 failed.add(replica)
                 if isinstance(failure.error, BackendTimeout):
                     timed_out.add(replica)
-                self._down_until[replica] = time.monotonic() + max(
-                    self.cooldown, failure.retry_after or 0.0
-                )
+                now = time.monotonic()
+                if failure.retry_after is not None:
+                    retry_at[replica] = now + failure.retry_after
+                self._down_until[replica] = now + max(self.cooldown, failure.retry_after or 0.0)
                 logger.debug("attempt %d failed: %s", attempt + 1, failure.error)
                 attempt += 1
                 position += 1
@@ -267,9 +269,10 @@ class HTTPTransport:
             ) from last.error
         raise last.error from last.error.__cause__
 
-    def _delay(self, attempt: int, last: _Failure | None) -> float:
-        if last is not None and last.retry_after is not None:
-            return min(last.retry_after, self.retry_after_cap)
+    def _delay(self, attempt: int, retry_at: float | None) -> float:
+        """Wait before going back to a replica: its ``Retry-After`` (capped), else backoff."""
+        if retry_at is not None:
+            return min(max(0.0, retry_at - time.monotonic()), self.retry_after_cap)
         rounds = attempt // max(1, len(self.base_urls))
         base = min(self.backoff_max, self.backoff * 2.0 ** max(0, rounds - 1))
         return base * random.uniform(0.5, 1.5)

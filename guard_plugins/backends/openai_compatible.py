@@ -337,10 +337,11 @@ class OpenAICompatibleBackend(Backend):
         self, path: str, body: Callable[[], dict[str, Any]]
     ) -> tuple[Any, str]:
         """POST, dropping logprobs once for good if the server rejects them (Groq: HTTP 400)."""
-        asked = self.logprobs
+        payload = body()
         try:
-            return await self._transport.post_json(path, body())
+            return await self._transport.post_json(path, payload)
         except BackendHTTPError as exc:
+            asked = bool(payload.get("logprobs"))
             if not (asked and exc.status_code == 400 and "logprob" in exc.body.lower()):
                 raise
             if self.logprobs:
