@@ -112,6 +112,7 @@ def test_defaults(tiny_backend: TransformersBackend) -> None:
     assert tiny_backend.max_prompt_tokens == 8192 - 32
     assert str(tiny_backend.device) == "cpu"
     assert str(tiny_backend.dtype) == "torch.float32"
+    assert tiny_backend.dev_model
     assert TransformersBackend.from_pretrained.__defaults__ == (DEFAULT_MODEL_ID, None, None, None)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import math
 import os
 import threading
@@ -36,6 +37,7 @@ from typing import Any, TypeVar
 from guard_plugins.backends.base import Backend, ClassificationRequest
 from guard_plugins.categories import CategorySpec
 from guard_plugins.conversation import ConversationLike
+from guard_plugins.devmodel import is_dev_model
 from guard_plugins.errors import (
     BackendError,
     ImageError,
@@ -60,6 +62,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_log = logging.getLogger(__name__)
 DEFAULT_MODEL_ID = "meta-llama/Llama-Guard-4-12B"
 #: what `attention_chunk_size: null` is replaced with (identical results below 8192 positions)
 CHUNK_SIZE_WORKAROUND = 8192
@@ -595,6 +598,10 @@ class TransformersBackend(Backend):
         self.prefix_cache = prefix_cache and prefix_cache_size > 0
         self.prefix_cache_size = prefix_cache_size
         self.stats = BackendStats()
+        #: True when the checkpoint is a random-weight dev model (its verdicts are meaningless)
+        self.dev_model = bool(source) and is_dev_model(source)
+        if self.dev_model:
+            _log.warning("%s is a random-weight dev model: its verdicts are meaningless", source)
         eos = text_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self._stop_ids = frozenset(eos_ids | {encoder.eot_id})
