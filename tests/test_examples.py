@@ -1,0 +1,30 @@
+"""Every script in examples/ runs offline on the tiny dev model (GUARD_PLUGINS_MODEL)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_runs_on_the_dev_model(script: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_PLUGINS_ENDPOINT")}
+    env.update(GUARD_PLUGINS_MODEL=str(tiny_model_dir), PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"{script.name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert proc.stdout.strip(), f"{script.name} printed nothing"
