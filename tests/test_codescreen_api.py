@@ -108,6 +108,20 @@ def test_oversize_input_is_reported_and_bounded() -> None:
     assert findings[0].blocking
 
 
+class _HostileText(str):
+    """A str whose methods fail: stands in for any input that trips a bug in the screen."""
+
+    def replace(self, *args: object, **kwargs: object) -> str:  # type: ignore[override]
+        raise RuntimeError("boom")
+
+
+def test_internal_errors_fail_closed() -> None:
+    findings = scan(_HostileText("print(1)"))
+    assert [(f.rule_id, f.blocking) for f in findings] == [("SCREEN-ERROR", True)]
+    assert "RuntimeError" in findings[0].reason
+    assert scan("x = 1") == []
+
+
 def test_nesting_depth_is_bounded() -> None:
     code = "rm -rf /"
     for _ in range(8):

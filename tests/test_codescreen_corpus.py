@@ -24,6 +24,7 @@ def _load(name: str) -> list[dict[str, Any]]:
 
 
 MALICIOUS = _load("malicious.yaml")
+HOLDOUT = _load("holdout.yaml")
 BENIGN = [(c, "python") for c in _load("benign_python.yaml")] + [
     (c, "shell") for c in _load("benign_shell.yaml")]
 
@@ -57,3 +58,10 @@ def test_reasons_do_not_echo_code(case: dict[str, Any]) -> None:
         assert "\n" not in finding.reason
         detail = finding.reason.partition(": ")[2]
         assert len(detail) <= 40
+
+
+@pytest.mark.parametrize("case", HOLDOUT, ids=[c["id"] for c in HOLDOUT])
+def test_holdout_snippet_is_blocked(case: dict[str, Any]) -> None:
+    # Written after the rules; 48/52 were blocked before the fixes they prompted (see docs).
+    findings = scan(case["code"], case.get("lang", "python"))
+    assert any(f.blocking for f in findings), [str(f) for f in findings]

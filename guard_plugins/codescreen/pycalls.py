@@ -26,6 +26,8 @@ __all__ = ["MEMORY_LIMIT", "SnippetState", "check_call"]
 
 MEMORY_LIMIT = 10**9
 _EXEC = frozenset({"exec", "eval", "compile", "execfile"})
+_RESOLVERS = frozenset({"__import__", "importlib.import_module", "importlib.__import__",
+                        "getattr"})
 _DESERIALIZE = frozenset({"pickle.loads", "cPickle.loads", "_pickle.loads", "dill.loads",
                           "marshal.loads", "yaml.unsafe_load", "jsonpickle.decode",
                           "cloudpickle.loads", "joblib.load", "pickle.load", "torch.load"})
@@ -110,6 +112,8 @@ def check_call(scan: PythonScanner, call: ast.Call) -> None:
         _run_command(scan, call, ast.List(elts=call.args[_EXEC_VARARGS[name]:]), name)
     elif name.startswith("libc.") and short in _LIBC | {"syscall": ""}:
         _check_libc(scan, call, short)
+    elif name in _RESOLVERS:
+        scope.qualname(call)  # resolves the module or attribute; reports hidden names
     check_files(scan, call, name)
     _check_process(scan, call, name)
     if name in _ALLOCATORS and call.args:
@@ -267,13 +271,20 @@ def _check_allocation(scan: PythonScanner, call: ast.Call) -> None:
             sizes.append(value.size)
         elif isinstance(value, int) and not isinstance(value, bool):
             sizes.append(value)
-        elif isinstance(value, tuple) and value and all(isinstance(v, int) for v in value):
+        elif isinstance(value, tuple) and value and all(isinstance(v, int) for v in value) and (
+                _shaped(scan, call)):
             total = 1
             for v in value:
                 total *= max(v, 0) if isinstance(v, int) else 1
             sizes.append(total)
     if sizes and max(sizes) >= MEMORY_LIMIT:
-        scan.report("MEMORY-BOMB", call.lineno, f"{max(sizes):.1e} elements")
+        scan.report("MEMORY-BOMB", call.lineno, f"~10^{len(str(max(sizes))) - 1} elements")
+
+
+def _shaped(scan: PythonScanner, call: ast.Call) -> bool:
+    """numpy/torch allocators take a shape tuple; list()/set() of a tuple is just its items."""
+    name = scan.scope.qualname(call.func) or ""
+    return name.startswith(("numpy.", "torch."))
 
 
 def _check_flows(scan: PythonScanner, call: ast.Call, name: str) -> None:

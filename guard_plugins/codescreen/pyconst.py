@@ -239,10 +239,10 @@ class Evaluator:
         if not isinstance(gen.target, ast.Name) or gen.is_async:
             return UNKNOWN
         iterable = self._eval(gen.iter, d)
-        if isinstance(gen.iter, ast.Call) and not isinstance(iterable, Huge) and (
+        if isinstance(gen.iter, ast.Call) and isinstance(iterable, tuple) and (
                 self.qualname(gen.iter.func) in ("range", "builtins.range")):
             # Only the size of a range matters (memory bombs), not its items.
-            return UNKNOWN
+            return self._sized(node, gen.target.id, iterable, d)
         if isinstance(iterable, (str, bytes)):
             iterable = tuple(iterable)
         if not isinstance(iterable, tuple) or len(iterable) > MAX_ITEMS:
@@ -262,6 +262,19 @@ class Evaluator:
             self._scopes.pop()
         self.flags.add("built")
         return tuple(out)
+
+    def _sized(self, node: ast.ListComp | ast.GeneratorExp, target: str,
+               items: tuple[object, ...], d: int) -> object:
+        """A comprehension over a range: Huge when items × element size is enormous."""
+        if not items or isinstance(node, ast.GeneratorExp):
+            return UNKNOWN
+        self._scopes.append({target: items[0]})
+        try:
+            element = self._eval(node.elt, d)
+        finally:
+            self._scopes.pop()
+        total = len(items) * (size_of(element) or 1)
+        return Huge(total) if total > MAX_BUILD else UNKNOWN
 
     def _call(self, node: ast.Call, d: int) -> object:
         if any(isinstance(a, ast.Starred) for a in node.args) or any(

@@ -28,7 +28,7 @@ _SPAWN_PREFIXES = ("threading.Thread(", "multiprocessing.Process(", "multiproces
                    "os.spawn", "os.posix_spawn", "concurrent.futures.ThreadPoolExecutor(",
                    "concurrent.futures.ProcessPoolExecutor(", "multiprocessing.get_context(",
                    "threading.Timer(", "asyncio.create_subprocess")
-_EXITS = frozenset({"sys.exit", "exit", "quit", "os._exit", "os.abort"})
+_EXITS = frozenset({"sys.exit", "exit", "quit", "os._exit", "os.abort", "next"})
 _BLOCKING = frozenset({"sleep", "accept", "recv", "recvfrom", "get", "wait", "join", "input",
                        "select", "poll", "readline", "read", "serve_forever", "communicate",
                        "wait_for", "acquire", "getch", "urlopen", "result", "get_nowait"})
@@ -71,8 +71,12 @@ def _unbounded(scan: PythonScanner, loop: ast.While | ast.For | ast.AsyncFor) ->
     return False
 
 
-def check_loop(scan: PythonScanner, loop: ast.While | ast.For | ast.AsyncFor) -> None:
-    """Report resource-exhaustion and destructive-walk findings for one loop."""
+def check_loop(scan: PythonScanner, loop: ast.While | ast.For | ast.AsyncFor,
+               guarded: bool = False) -> None:
+    """Report resource-exhaustion and destructive-walk findings for one loop.
+
+    `guarded`: the loop sits in a ``try`` with handlers, so an exception may end it.
+    """
     if isinstance(loop, (ast.For, ast.AsyncFor)):
         _check_walk_delete(scan, loop)
     if not _unbounded(scan, loop):
@@ -85,6 +89,8 @@ def check_loop(scan: PythonScanner, loop: ast.While | ast.For | ast.AsyncFor) ->
         if (isinstance(node, ast.Break) and not nested) or isinstance(
                 node, (ast.Return, ast.Raise)):
             exits = True
+        elif isinstance(node, ast.Await):
+            blocking = True
         elif isinstance(node, ast.AugAssign) and _grows(scan, node):
             growth.append(node.lineno)
         elif isinstance(node, ast.Call):
@@ -104,7 +110,7 @@ def check_loop(scan: PythonScanner, loop: ast.While | ast.For | ast.AsyncFor) ->
                 growth.append(node.lineno)
     if exits:
         return
-    confidence: Confidence = "low" if blocking else "high"
+    confidence: Confidence = "low" if blocking or guarded else "high"
     if forks:
         scan.report("FORKBOMB", loop.lineno, "fork() in an endless loop")
     elif spawns:

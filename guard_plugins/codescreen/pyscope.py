@@ -45,6 +45,10 @@ _INPUT_SOURCES = frozenset({"input", "raw_input", "sys.stdin.read", "sys.stdin.r
 _ENV_SAFE_ATTRS = frozenset({"get", "setdefault", "pop", "__getitem__", "__contains__", "update",
                              "clear", "putenv", "unsetenv", "__setitem__", "__delitem__"})
 _HOME_SOURCES = frozenset({"pathlib.Path.home", "os.path.expanduser"})
+_REFERENCES = (ast.Name, ast.Attribute, ast.Call, ast.Subscript)
+_FOLDABLE = {ast.Constant, ast.Name, ast.JoinedStr, ast.BinOp, ast.UnaryOp, ast.Tuple, ast.List,
+             ast.Subscript, ast.ListComp, ast.GeneratorExp, ast.Call}
+_PARTIAL = {ast.JoinedStr, ast.BinOp, ast.Call, ast.Subscript}
 Report = Callable[[str, int, str], None]
 
 
@@ -203,9 +207,12 @@ class Scope:
         resolved: str | None = None
         constant: object = UNKNOWN
         if value is not None:
-            resolved = self.qualname(value)
-            constant = self.ev.value(value)
-            if constant is UNKNOWN:
+            cls = type(value)
+            if cls in _REFERENCES:
+                resolved = self.qualname(value)
+            if cls in _FOLDABLE:
+                constant = self.ev.value(value)
+            if constant is UNKNOWN and cls in _PARTIAL:
                 partial = self.partial_text(value)
                 constant = UNKNOWN if partial is None else partial
         for table in (self.aliases, self.consts, self.taints):

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from guard_plugins.codescreen.context import ScanContext
 from guard_plugins.codescreen.findings import Confidence, Severity
+from guard_plugins.codescreen.paths import UNKNOWN as UNKNOWN_TEXT
 from guard_plugins.codescreen.paths import Access, classify_path
 from guard_plugins.codescreen.pycalls import MEMORY_LIMIT, SnippetState, check_call
 from guard_plugins.codescreen.pyloops import check_loop
@@ -36,8 +37,12 @@ _SHELL_LINE = re.compile(
 _MAGIC = re.compile(r"^(\s*)(?:(\w+\s*=\s*)?!(.*)|%(?:system|sx)\s(.*)|%.*)$")
 _CELL_SHELL = re.compile(r"^\s*%%(?:bash|sh|script\s+(?:ba)?sh|system)\b[^\n]*\n?")
 _BODY_FIELDS = ("body", "handlers", "orelse", "finalbody", "cases")
-_PATHISH = (ast.Constant, ast.Name, ast.JoinedStr, ast.BinOp, ast.Call, ast.Tuple, ast.List)
+_STRING_BUILDERS = (ast.JoinedStr, ast.BinOp, ast.Tuple, ast.List, ast.Subscript)
+_PATH_BUILDERS = frozenset({"os.path.join", "os.path.expanduser", "pathlib.Path", "str",
+                            "os.path.abspath", "os.path.realpath", "pathlib.Path.home",
+                            "os.path.normpath", "pathlib.PurePath", "os.fspath"})
 _SEQUENCE_NODES = (ast.List, ast.Tuple, ast.ListComp)
+_CLIMB_ATTRS = frozenset({"__base__", "__bases__", "__mro__", "__class__"})
 _INTROSPECTION_HIGH = frozenset({"__subclasses__"})
 _INTROSPECTION_LOW = frozenset({"__globals__", "f_globals", "f_builtins", "__builtins__",
                                 "gi_frame", "tb_frame", "f_back"})
@@ -63,18 +68,21 @@ class PythonScanner:
         self.ctx.scan_nested(text, language, line)
 
     def run(self, tree: ast.Module) -> None:
-        stack: list[tuple[ast.stmt, bool]] = [(s, False) for s in reversed(tree.body)]
+        # (statement, visit its loop check now, inside a try body with handlers)
+        stack: list[tuple[ast.stmt, bool, bool]] = [(s, False, False) for s in reversed(tree.body)]
         while stack:
-            node, after_body = stack.pop()
+            node, after_body, guarded = stack.pop()
             if after_body:
                 assert isinstance(node, (ast.While, ast.For, ast.AsyncFor))
                 self.scope.new_statement()
-                check_loop(self, node)
+                check_loop(self, node, guarded)
                 continue
             self._statement(node)
             if isinstance(node, (ast.While, ast.For, ast.AsyncFor)):
-                stack.append((node, True))
-            stack.extend((child, False) for child in reversed(list(_child_statements(node))))
+                stack.append((node, True, guarded))
+            inner = guarded or (isinstance(node, ast.Try) and bool(node.handlers))
+            stack.extend((child, False, inner)
+                         for child in reversed(list(_child_statements(node))))
         self._finish()
 
     def _statement(self, node: ast.stmt) -> None:
@@ -100,9 +108,9 @@ class PythonScanner:
                 check_call(self, sub)
                 self._argument_paths(sub)
             elif isinstance(sub, ast.Attribute):
-                if sub.attr in _INTROSPECTION_HIGH:
+                if sub.attr in _INTROSPECTION_HIGH and _climbs_to_object(sub.value):
                     self.report("INTROSPECTION", sub.lineno, sub.attr)
-                elif sub.attr in _INTROSPECTION_LOW:
+                elif sub.attr in _INTROSPECTION_HIGH or sub.attr in _INTROSPECTION_LOW:
                     self.report("INTROSPECTION", sub.lineno, sub.attr, confidence="low",
                                 severity=Severity.MEDIUM)
             elif isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Mult) and (
@@ -112,6 +120,17 @@ class PythonScanner:
                 self._huge(sub)
             elif isinstance(sub, ast.NamedExpr):
                 self.scope.bind(sub.target, sub.value, self.scope.taint_of(sub.value))
+
+    def _stringish(self, node: ast.expr) -> bool:
+        """Could `node` be a path or URL worth classifying? (cheap, syntactic)"""
+        cls = type(node)
+        if cls is ast.Constant:
+            return isinstance(getattr(node, "value", None), str)
+        if cls is ast.Name:
+            return getattr(node, "id", "") in self.scope.consts
+        if cls is ast.Call:
+            return (self.scope.qualname(getattr(node, "func", node)) or "") in _PATH_BUILDERS
+        return cls in _STRING_BUILDERS
 
     def _sequence_like(self, node: ast.expr) -> bool:
         if isinstance(node, ast.Constant):
@@ -127,13 +146,12 @@ class PythonScanner:
         if operands and not any(isinstance(op, (ast.List, ast.Tuple, ast.ListComp)) or isinstance(
                 self.scope.ev.value(op), (str, bytes, tuple, Huge)) for op in operands):
             return
-        self.report("MEMORY-BOMB", node.lineno, f"{value.size:.1e} elements")
+        self.report("MEMORY-BOMB", node.lineno, f"~10^{len(str(value.size)) - 1} elements")
 
     def _argument_paths(self, call: ast.Call) -> None:
         """Any path or URL a call receives is checked for secrets, sockets and metadata hosts."""
         for arg in list(call.args) + [k.value for k in call.keywords]:
-            if not isinstance(arg, _PATHISH) or (isinstance(arg, ast.Constant) and not isinstance(
-                    arg.value, str)):
+            if not self._stringish(arg):
                 continue
             value = self.scope.ev.value(arg)
             texts = [v for v in (value if isinstance(value, tuple) else (value,))
@@ -163,6 +181,7 @@ class PythonScanner:
             scope.bind(node.target, combined, taint)
         elif isinstance(node, (ast.For, ast.AsyncFor)):
             scope.bind(node.target, None, scope.taint_of(node.iter))
+            self._bind_listing(node.target, node.iter)
         elif isinstance(node, (ast.With, ast.AsyncWith)):
             for item in node.items:
                 if item.optional_vars is not None:
@@ -173,6 +192,21 @@ class PythonScanner:
             arguments = node.args
             for arg in arguments.posonlyargs + arguments.args + arguments.kwonlyargs:
                 scope.bind(ast.Name(id=arg.arg, ctx=ast.Store()), None, frozenset())
+
+    def _bind_listing(self, target: ast.expr, listing: ast.expr) -> None:
+        """``for p in glob.glob("/var/log/*")``: `p` is a path under that directory."""
+        if not isinstance(target, ast.Name) or not isinstance(listing, ast.Call):
+            return
+        func = listing.func
+        name = self.scope.qualname(func) or ""
+        if name in ("glob.glob", "glob.iglob") and listing.args:
+            pattern = self.scope.partial_text(listing.args[0])
+            if pattern:
+                self.scope.consts[target.id] = pattern.replace("*", UNKNOWN_TEXT)
+        elif isinstance(func, ast.Attribute) and func.attr in ("glob", "rglob", "iterdir"):
+            base = self.scope.ev.value(func.value)
+            if isinstance(base, PathValue):
+                self.scope.consts[target.id] = PathValue(f"{base.path}/{UNKNOWN_TEXT}")
 
     def _remember_file(self, target: ast.expr, value: ast.expr) -> None:
         if isinstance(target, ast.Name) and isinstance(value, ast.Call) and value.args and (
@@ -188,6 +222,16 @@ class PythonScanner:
             self.report("REVSHELL", min(parts), "socket wired to a shell")
         if state.env_used_line and state.net_line:
             self.report("ENV-EXFIL", state.env_used_line, "environment dump and network send")
+
+
+def _climbs_to_object(node: ast.expr) -> bool:
+    """``().__class__.__base__`` / ``object`` / ``x.__mro__[-1]``: the escape gadget's path."""
+    for sub in walk(node):
+        if isinstance(sub, ast.Attribute) and sub.attr in _CLIMB_ATTRS:
+            return True
+        if isinstance(sub, ast.Name) and sub.id == "object":
+            return True
+    return False
 
 
 def _child_statements(node: ast.stmt) -> Iterator[ast.stmt]:

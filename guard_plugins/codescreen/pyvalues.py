@@ -69,7 +69,9 @@ def children(node: ast.AST) -> list[ast.AST]:
     for name in fields:
         value = getattr(node, name, None)
         if type(value) is list:
-            out.extend(item for item in value if isinstance(item, ast.AST))
+            for item in value:
+                if isinstance(item, ast.AST):
+                    out.append(item)
         elif isinstance(value, ast.AST):
             out.append(value)
     return out

@@ -71,6 +71,8 @@ def scan(code: str, language: str = "python", *, limits: Limits | None = None) -
         ctx.scanners[lang](code, ctx)
     except RecursionError:
         ctx.report("SCREEN-NESTING", 0, "input too deeply nested")
+    except Exception as error:
+        ctx.report("SCREEN-ERROR", 0, type(error).__name__)
     return ctx.result()
 
 

@@ -335,7 +335,7 @@ def _check_power(sink: ShellSink, inv: Invocation) -> None:
 
 def _check_history(sink: ShellSink, inv: Invocation) -> None:
     argv = inv.argv
-    history_vars = {"HISTFILE", "HISTSIZE", "HISTFILESIZE", "HISTCONTROL", "PROMPT_COMMAND"}
+    history_vars = {"HISTFILE", "HISTSIZE", "HISTFILESIZE", "HISTCONTROL"}
     if (inv.name == "history" and set(argv) & {"-c", "-d", "-w", "-r"}) or (
             inv.name == "unset" and history_vars & set(argv)) or (
             inv.name == "set" and argv[:2] == ["+o", "history"]) or (
