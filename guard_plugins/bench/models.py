@@ -1,0 +1,183 @@
+"""The models a benchmark run compares: the dev model cache, the baseline and our backend.
+
+`HFBaseline` is the usage shown in Llama Guard 4's release notes, on the same checkpoint: one
+message at a time, the processor turns the chat-template prompt into ids, then
+``model.generate(**inputs, max_new_tokens=3, do_sample=False)`` (three tokens: ``"\\n\\n"``,
+``"safe"``, ``<|eot|>`` — the length of a real "safe" answer). A dev model has no Llama Guard
+chat template, so the prompt text comes from `guard_plugins.prompt.render_prompt`, which is byte
+identical to the official template (tests/test_prompt.py), and is tokenized by the processor
+exactly as ``apply_chat_template(tokenize=True)`` would (no extra special tokens).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from guard_plugins.conversation import Conversation
+from guard_plugins.prompt import render_prompt
+
+__all__ = [
+    "DEV_MODEL_CACHE_ENV",
+    "BaselineCheck",
+    "HFBaseline",
+    "dev_model_dir",
+    "ensure_dev_model",
+    "load_backend",
+    "model_description",
+]
+
+DEV_MODEL_CACHE_ENV = "GUARD_PLUGINS_DEV_MODEL_CACHE"
+BASELINE_NEW_TOKENS = 3
+
+Log = Callable[[str], None]
+
+
+def dev_model_dir(size: str, builtin_tokenizer: bool = False) -> Path:
+    """``$GUARD_PLUGINS_DEV_MODEL_CACHE/<size>`` (shared with the test suite), else
+    ``~/.cache/guard-plugins/dev-model-<size>``; ``-builtin`` appended for the small tokenizer."""
+    name = f"{size}-builtin" if builtin_tokenizer else size
+    cache = os.environ.get(DEV_MODEL_CACHE_ENV)
+    if cache:
+        return Path(cache) / name
+    return Path.home() / ".cache" / "guard-plugins" / f"dev-model-{name}"
+
+
+def _usable(path: Path, size: str, tokenizer: str | None) -> bool:
+    from guard_plugins import devmodel
+
+    info = devmodel.dev_model_info(path)
+    if info is None or not (path / "model.safetensors").is_file():
+        return False
+    expected_format = getattr(devmodel, "DEV_MODEL_FORMAT", info.get("format"))
+    expected_source = getattr(devmodel, "expected_tokenizer_source", None)
+    return (
+        info.get("format") == expected_format
+        and info.get("size") == size
+        and info.get("seed") == 0
+        and (expected_source is None or info.get("tokenizer") == expected_source(tokenizer))
+    )
+
+
+def ensure_dev_model(size: str, log: Log, *, builtin_tokenizer: bool = False) -> Path:
+    """The cached dev model of `size`, built once (atomically renamed into place).
+
+    `builtin_tokenizer` uses the small locally trained tokenizer instead of the Llama 4 one:
+    much faster to load (``--quick``), but prompts tokenize to different lengths.
+    """
+    from guard_plugins.devmodel import BUILTIN_TOKENIZER, build_dev_model
+
+    tokenizer = BUILTIN_TOKENIZER if builtin_tokenizer else None
+    target = dev_model_dir(size, builtin_tokenizer)
+    if _usable(target, size, tokenizer):
+        return target
+    log(f"building the {size} dev model into {target} (once; random weights) ...")
+    staging = target.parent / f".{target.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    build_dev_model(staging, tokenizer=tokenizer, size="bench" if size == "bench" else "tiny")
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        staging.rename(target)
+    except OSError:  # another process won the race; its copy is equivalent
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def model_description(path: Path) -> dict[str, Any]:
+    """Size, parameters and dev-model status of the checkpoint at `path`."""
+    from guard_plugins.devmodel import dev_model_info
+
+    info = dev_model_info(path)
+    described: dict[str, Any] = {"path": str(path), "dev_model": info is not None}
+    if info is not None:
+        for key in ("size", "parameters", "vocab_size", "tokenizer", "architecture"):
+            described[key] = info.get(key)
+    return described
+
+
+def load_backend(path: Path, device: str, max_batch_size: int) -> Any:
+    """Our `TransformersBackend` on `path` (prefix cache on, batches up to `max_batch_size`)."""
+    from guard_plugins.backends.transformers import TransformersBackend
+
+    return TransformersBackend.from_pretrained(
+        path, device=device, local_files_only=True, max_batch_size=max_batch_size
+    )
+
+
+@dataclass(frozen=True)
+class BaselineCheck:
+    """One baseline check: prompt length, tokens generated and wall time."""
+
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+
+    @property
+    def tokens_computed(self) -> int:
+        """Positions run through the decoder: the prompt at prefill, then one per decode step."""
+        return self.prompt_tokens + max(self.new_tokens - 1, 0)
+
+
+class HFBaseline:
+    """Llama Guard 4 as its release notes use it (see the module docstring).
+
+    `processor`: an already loaded `Llama4Processor` of the same checkpoint (else loaded here).
+    """
+
+    def __init__(self, path: Path, device: str = "cpu", processor: Any = None) -> None:
+        import importlib
+
+        import torch
+
+        from guard_plugins.backends.transformers import load_llama_guard_config
+
+        transformers: Any = importlib.import_module("transformers")
+
+        self._torch = torch
+        self.device = torch.device(device)
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        # The released config.json needs the same attention_chunk_size workaround as ours.
+        config = load_llama_guard_config(str(path), local_files_only=True)
+        # The backend's processor is the same object type loaded from the same files; sharing
+        # it only saves loading the 200k-token tokenizer twice.
+        self.processor = processor or transformers.AutoProcessor.from_pretrained(
+            str(path), local_files_only=True
+        )
+        model = transformers.Llama4ForConditionalGeneration.from_pretrained(
+            str(path), config=config, dtype=dtype, local_files_only=True
+        )
+        self.model = model.to(self.device).eval()
+        self.eot_id = self.processor.tokenizer.convert_tokens_to_ids("<|eot|>")
+
+    def prompt_ids(self, conversation: Conversation) -> list[int]:
+        batch = self.processor(
+            text=[render_prompt(conversation)], add_special_tokens=False, return_tensors="pt"
+        )
+        return list(batch["input_ids"][0].tolist())
+
+    def check(self, conversation: Conversation) -> BaselineCheck:
+        """Render, tokenize and generate three tokens greedily; time all of it."""
+        start = time.perf_counter()
+        inputs = self.processor(
+            text=[render_prompt(conversation)], add_special_tokens=False, return_tensors="pt"
+        ).to(self.device)
+        with self._torch.inference_mode():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=BASELINE_NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=self.eot_id,
+            )
+        if self.device.type == "cuda":
+            self._torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        return BaselineCheck(prompt_tokens, int(output.shape[1]) - prompt_tokens, seconds)
+
+    def close(self) -> None:
+        self.model = None
