@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,3 +49,28 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     return attempts
+
+
+# -- the tiny dev model (TransformersBackend; random weights: tests assert plumbing only) ------
+
+
+@pytest.fixture(scope="session")
+def dev_model_dir() -> Path:
+    """The tiny dev model, built once into the shared cache the core tests and benchmarks use
+    (``$GUARD_PLUGINS_DEV_MODEL_CACHE/tiny``, else ``~/.cache/guard-plugins/dev-model-tiny``)."""
+    for module in ("torch", "torchvision", "transformers"):
+        pytest.importorskip(module, reason="the guard-plugins[transformers] extra is not installed")
+    from guard_plugins.bench.models import ensure_dev_model
+
+    return ensure_dev_model("tiny", lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def dev_backend(dev_model_dir: Path) -> Iterator[Any]:
+    from guard_plugins.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend.from_pretrained(
+        dev_model_dir, device="cpu", local_files_only=True
+    )
+    yield backend
+    backend.close()

@@ -12,14 +12,19 @@ is unsafe by writing a marker into content:
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
-from typing import Any
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from guard_plugins import Conversation, Guard, Policy
+from guard_plugins.backends import Backend, ClassificationRequest
 from guard_plugins.testing import FunctionBackend
+from guard_plugins.verdict import Verdict
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events.base import BaseEvent
+from llama_index.core.tools.tool_spec.base import BaseToolSpec
 
 from guard_plugins_llamaindex import GuardDecisionEvent
 
@@ -96,3 +101,41 @@ def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int]
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format="PNG")
     return buf.getvalue()
+
+
+class RecordingBackend(Backend):
+    """A real backend wrapper: records every request, then lets `inner` classify it."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.max_prompt_tokens = inner.max_prompt_tokens
+        self.requests: list[ClassificationRequest] = []
+
+    async def classify_batch(self, requests: Sequence[ClassificationRequest]) -> list[Verdict]:
+        self.requests.extend(requests)
+        return await self.inner.classify_batch(requests)
+
+    def count_tokens(self, prompt: Any) -> int | None:
+        return self.inner.count_tokens(prompt)
+
+    async def aclose(self) -> None:  # the shared model backend outlives each test
+        return None
+
+    def assessed(self) -> list[tuple[str, str]]:
+        return [(r.prompt.role, r.conversation.turns()[-1].text) for r in self.requests]
+
+
+try:
+    from llama_index.tools.code_interpreter import CodeInterpreterToolSpec
+except ImportError:  # pragma: no cover - `pip install -e integrations/llamaindex[test]` has it
+
+    class CodeInterpreterToolSpec(BaseToolSpec):  # type: ignore[no-redef]
+        """Same shape as llama-index-tools-code-interpreter's spec (runs ``python -c``)."""
+
+        spec_functions: ClassVar[list[str]] = ["code_interpreter"]
+
+        def code_interpreter(self, code: str) -> str:
+            """Execute python code and return stdout and stderr."""
+            result = subprocess.run([sys.executable, "-c", code], capture_output=True)
+            return f"StdOut:\n{result.stdout!r}\nStdErr:\n{result.stderr!r}"

@@ -31,7 +31,7 @@ from llama_index.core.memory import ChatMemoryBuffer
 from llama_index.core.objects import ObjectIndex
 from llama_index.core.tools import FunctionTool
 from llama_index.core.workflow import Context
-from llamaindex_support import Recorder, make_guard, png_bytes
+from llamaindex_support import CodeInterpreterToolSpec, Recorder, make_guard, png_bytes
 
 from guard_plugins_llamaindex import (
     GuardedAgent,
@@ -41,11 +41,6 @@ from guard_plugins_llamaindex import (
     GuardedTool,
 )
 from guard_plugins_llamaindex.tools import guard_tools
-
-try:
-    from llama_index.tools.code_interpreter import CodeInterpreterToolSpec
-except ImportError:  # pragma: no cover - installed by the `test` extra
-    from test_llamaindex_tools import CodeInterpreterToolSpec  # type: ignore[assignment]
 
 
 def code_tools() -> list[FunctionTool]:

@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import inspect
-import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from guard_plugins import GuardBlocked, Hook
 from llama_index.core.tools import BaseTool, FunctionTool, ToolMetadata, ToolOutput
-from llama_index.core.tools.tool_spec.base import BaseToolSpec
-from llamaindex_support import make_guard
+from llamaindex_support import CodeInterpreterToolSpec, make_guard
 
 from guard_plugins_llamaindex import GuardedTool, guard_tool, guard_tools
-
-try:
-    from llama_index.tools.code_interpreter import CodeInterpreterToolSpec
-except ImportError:  # pragma: no cover - the `test` extra installs it
-
-    class CodeInterpreterToolSpec(BaseToolSpec):  # type: ignore[no-redef]
-        """Same shape as llama-index-tools-code-interpreter's spec."""
-
-        spec_functions: ClassVar[list[str]] = ["code_interpreter"]
-
-        def code_interpreter(self, code: str) -> str:
-            """Execute python code and return stdout and stderr."""
-            import subprocess
-
-            result = subprocess.run([sys.executable, "-c", code], capture_output=True)
-            return f"StdOut:\n{result.stdout!r}\nStdErr:\n{result.stderr!r}"
 
 
 def _writes(path: Path, marker: str = "") -> str:
