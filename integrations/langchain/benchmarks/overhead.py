@@ -115,6 +115,7 @@ def main() -> None:
     middleware = LlamaGuardMiddleware(guard)
     state: Any = {"messages": [HumanMessage(question)]}
     after: Any = {"messages": [HumanMessage(question), reply]}
+    runtime: Any = None  # the hooks do not read the runtime
 
     @tool
     def run_python(code: str) -> str:
@@ -182,13 +183,13 @@ def main() -> None:
         _row(
             "LlamaGuardMiddleware.before_model",
             1,
-            _paired(lambda: middleware.before_model(state, None), lambda: None, check_in, n),
+            _paired(lambda: middleware.before_model(state, runtime), lambda: None, check_in, n),
         ),
         _row(
             "LlamaGuardMiddleware.aafter_model",
             1,
             _apaired(
-                lambda: middleware.aafter_model(after, None),
+                lambda: middleware.aafter_model(after, runtime),
                 lambda: asyncio.sleep(0),
                 acheck_out,
                 n,
