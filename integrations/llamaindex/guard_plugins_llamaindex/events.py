@@ -116,6 +116,7 @@ class LlamaGuardEventHandler(BaseEventHandler):
     _decisions: deque[Decision] = PrivateAttr()
     _pending: set[concurrent.futures.Future[Decision | None]] = PrivateAttr(default_factory=set)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _idle: threading.Condition = PrivateAttr(default_factory=threading.Condition)
 
     def model_post_init(self, context: Any, /) -> None:
         self._decisions = deque(maxlen=self.max_decisions)
@@ -147,23 +148,30 @@ class LlamaGuardEventHandler(BaseEventHandler):
             self._finish(future, span_id)
             return None
         future = asyncio.run_coroutine_threadsafe(job, portal_loop())
-        with self._lock:
+        with self._idle:
             self._pending.add(future)
         future.add_done_callback(lambda f: self._finish(f, span_id))
         return None
 
     def flush(self, timeout: float | None = 30.0) -> list[Decision]:
-        """Wait for the background checks started so far; returns all recorded decisions."""
-        with self._lock:
-            pending = list(self._pending)
-        concurrent.futures.wait(pending, timeout=timeout)
+        """Wait until the background checks started so far are recorded; returns the decisions."""
+        with self._idle:
+            self._idle.wait_for(lambda: not self._pending, timeout=timeout)
         return self.decisions
 
     def _finish(
         self, future: concurrent.futures.Future[Decision | None], span_id: str | None
     ) -> None:
-        with self._lock:
-            self._pending.discard(future)
+        try:
+            self._record(future, span_id)
+        finally:
+            with self._idle:
+                self._pending.discard(future)
+                self._idle.notify_all()
+
+    def _record(
+        self, future: concurrent.futures.Future[Decision | None], span_id: str | None
+    ) -> None:
         try:
             decision = future.result()
         except Exception as exc:
