@@ -16,10 +16,9 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import RunnableGenerator
+from langchain_support import ToolCallingFakeModel, keyword_verdict
 
 from guard_plugins_langchain import GuardRunnable
-
-from .conftest import ToolCallingFakeModel, keyword_verdict
 
 SENTENCES = [f"Sentence number {i} is perfectly harmless." for i in range(12)]
 SAFE_REPLY = " ".join(SENTENCES)

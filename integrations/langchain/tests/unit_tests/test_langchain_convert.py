@@ -20,11 +20,10 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_support import png_bytes
 
 from guard_plugins_langchain import messages_to_conversation, to_conversation
 from guard_plugins_langchain._shapes import as_messages, input_check, locate_output, output_check
-
-from .conftest import png_bytes
 
 PNG = png_bytes()
 PNG_B64 = base64.b64encode(PNG).decode()

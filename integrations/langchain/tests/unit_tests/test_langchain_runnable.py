@@ -17,10 +17,9 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
+from langchain_support import keyword_verdict
 
 from guard_plugins_langchain import GuardRunnable
-
-from .conftest import keyword_verdict
 
 REPLY = "Sure. Happy to help with that."
 

@@ -19,13 +19,12 @@ from langchain_core.tools import (
     ToolException,
     tool,
 )
+from langchain_support import ToolCallingFakeModel
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 from pydantic import BaseModel, Field
 
 from guard_plugins_langchain import GuardToolRefusal, guard_tool, guard_tools
-
-from .conftest import ToolCallingFakeModel
 
 ABUSE = "import shutil; shutil.rmtree('/')"
 

@@ -14,12 +14,11 @@ from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool, tool
+from langchain_support import ToolCallingFakeModel, keyword_verdict
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from guard_plugins_langchain import LlamaGuardMiddleware
-
-from .conftest import ToolCallingFakeModel, keyword_verdict
 
 ABUSE = "import shutil; shutil.rmtree('/'); open(MARKER, 'w').write('abuse ran')"
 BENIGN = "open(MARKER, 'w').write('benign ran')"
