@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from guard_plugins import Conversation
+from guard_plugins.backends.base import Backend, ClassificationRequest
+from guard_plugins.verdict import Verdict
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from PIL import Image
 
@@ -35,3 +37,28 @@ def png_bytes(color: str = "red") -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), color).save(buf, format="PNG")
     return buf.getvalue()
+
+
+class RecordingBackend(Backend):
+    """A real backend wrapper: records every request, then lets `inner` classify it."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.max_prompt_tokens = inner.max_prompt_tokens
+        self.requests: list[ClassificationRequest] = []
+        self.batch_sizes: list[int] = []
+
+    async def classify_batch(self, requests: Sequence[ClassificationRequest]) -> list[Verdict]:
+        self.requests.extend(requests)
+        self.batch_sizes.append(len(requests))
+        return await self.inner.classify_batch(requests)
+
+    def count_tokens(self, prompt: Any) -> int | None:
+        return self.inner.count_tokens(prompt)
+
+    async def aclose(self) -> None:  # the shared model backend outlives each test
+        return None
+
+    def assessed(self) -> list[tuple[str, str]]:
+        return [(r.prompt.role, r.conversation.turns()[-1].text) for r in self.requests]
