@@ -83,6 +83,12 @@ _CODEACT_EXECUTE = re.compile(r"<execute>.*?(?:</execute>|$)", re.DOTALL)
 AgentT = TypeVar("AgentT", bound=BaseWorkflowAgent)
 
 
+def _discard(task: asyncio.Future[Any]) -> None:
+    """Cancel a check nobody will wait for, without leaving an unretrieved exception behind."""
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
 class _HeldStream:
     """An `AgentContext` that holds `AgentStream` events back until the turn is checked."""
 
@@ -230,7 +236,7 @@ class GuardedAgent(BaseWorkflowAgent):
             output = await super().take_step(held, llm_input, tools, memory)  # type: ignore[safe-super]
         except BaseException:
             if input_task is not None:
-                input_task.cancel()
+                _discard(input_task)
             raise
         if input_task is not None:
             decision = await input_task
@@ -337,7 +343,7 @@ class GuardedAgent(BaseWorkflowAgent):
             results = list(await asyncio.gather(*jobs))
         except BaseException:
             for job in jobs:
-                job.cancel()
+                _discard(job)
             raise
         reply = results.pop(0) if checked_text.strip() else None
         if reply is not None and not reply.allowed:

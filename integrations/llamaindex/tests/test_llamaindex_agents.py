@@ -478,3 +478,81 @@ def test_guard_tools_and_agent_share_one_wrapper() -> None:
 
 def _unused(recorder: Recorder) -> None:  # keep the import used for type checkers
     del recorder
+
+
+# -- streaming order, early stopping, options -------------------------------------------------
+
+
+async def test_stream_events_are_released_only_after_their_turn_is_checked(
+    tmp_path: Path,
+) -> None:
+    log: list[str] = []
+
+    def verdict(conversation: Any) -> str:
+        turn = conversation.turns()[-1]
+        log.append(f"check {turn.role}: {turn.text[:20]}")
+        return "safe"
+
+    guard, recorder = make_guard()
+    recorder.backend._fn = verdict
+    target = tmp_path / "ok"
+    script = Script(
+        lambda m: ChatMessage(
+            role="assistant",
+            content="Let me write it.",
+            additional_kwargs={
+                "tool_calls": [
+                    ToolSelection(
+                        tool_id="1",
+                        tool_name="code_interpreter",
+                        tool_kwargs={"code": writes(target)},
+                    )
+                ]
+            },
+        ),
+        say("All done."),
+    )
+    agent = GuardedFunctionAgent(tools=code_tools(), llm=script.llm(), guard=guard)
+    handler = agent.run(user_msg="write it")
+    async for event in handler.stream_events():
+        if isinstance(event, AgentStream) and event.delta:
+            log.append(f"stream: {event.delta}")
+    await handler
+    first = log.index("stream: Let me write it.")
+    assert "check Agent: Let me write it." in log[:first]
+    assert any(line.startswith("check Agent: Tool call:") for line in log[:first])
+    final = log.index("stream: All done.")
+    assert log[final - 1] == "check Agent: All done."
+
+
+async def test_early_stopping_reply_is_checked_before_memory() -> None:
+    guard, _ = make_guard()
+    memory = ChatMemoryBuffer.from_defaults()
+    call = ToolSelection(tool_id="1", tool_name="code_interpreter", tool_kwargs={"code": "1"})
+    script = Script(
+        lambda _: ChatMessage(
+            role="assistant", content="", additional_kwargs={"tool_calls": [call]}
+        ),
+        say("Out of steps, so here is some HATE"),
+    )
+    agent = GuardedFunctionAgent(
+        tools=code_tools(), llm=script.llm(), guard=guard, early_stopping_method="generate"
+    )
+    result, events = await run(agent, "go", memory=memory, max_iterations=1)
+    assert "HATE" not in str(result)
+    assert "HATE" not in streamed_text(events)
+    assert "HATE" not in memory_text(memory)
+    assert "I can't share that response." in memory_text(memory)
+
+
+async def test_without_precheck_the_call_is_checked_when_it_runs(tmp_path: Path) -> None:
+    guard, recorder = make_guard()
+    target = tmp_path / "pwned"
+    script = Script(call_code(writes(target, "EVIL")), echo_tool_result)
+    agent = GuardedFunctionAgent(
+        tools=code_tools(), llm=script.llm(), guard=guard, precheck_tool_calls=False
+    )
+    result, _ = await run(agent, "go")
+    assert not target.exists()
+    assert "S14" in str(result)
+    assert sum(t.startswith("Tool call:") for t in recorder.texts()) == 1
