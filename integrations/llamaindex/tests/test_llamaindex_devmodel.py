@@ -24,6 +24,7 @@ from llamaindex_support import CodeInterpreterToolSpec, RecordingBackend, png_by
 
 from guard_plugins_llamaindex import (
     GuardedFunctionAgent,
+    GuardedReActAgent,
     LlamaGuardCallbackHandler,
     guard_query_engine,
 )
@@ -164,3 +165,30 @@ def test_callback_handler_enforces_the_decision_it_records(dev_backend: Any) -> 
                 assert decision.action is Action.REFUSE
                 assert response.text == decision.refusal
         assert len(handler.decisions) == before + 2
+
+
+async def test_react_agent_on_the_dev_model(dev_backend: Any, tmp_path: Path) -> None:
+    guard, recording = dev_guard(dev_backend, tool_call=ALWAYS)
+    target = tmp_path / "side_effect"
+    code = code_writing(target)
+    seen: list[list[ChatMessage]] = []
+
+    def respond(messages: Sequence[ChatMessage], **_: Any) -> ChatMessage:
+        seen.append(list(messages))
+        if len(seen) == 1:
+            text = f'Thought: run it.\nAction: code_interpreter\nAction Input: {{"code": "{code}"}}'
+        else:
+            text = f"Thought: done.\nAnswer: {messages[-1].content}"
+        return ChatMessage(role="assistant", content=text)
+
+    agent = GuardedReActAgent(
+        tools=CodeInterpreterToolSpec().to_tool_list(),
+        llm=MockFunctionCallingLLM(response_generator=respond),
+        guard=guard,
+    )
+    result = await agent.run(user_msg="write the file")
+    assert not target.exists()
+    assert "refused by the safety guard" in str(result)
+    texts = [r.conversation.turns()[-1].text for r in recording.requests]
+    assert "Thought: run it." in texts  # the prose, checked apart from the call
+    assert any(t.startswith("Tool call: code_interpreter") and code in t for t in texts)

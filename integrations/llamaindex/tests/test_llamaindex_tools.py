@@ -153,3 +153,44 @@ def test_decisions_are_traced(decision_events: list[Any]) -> None:
         ("tool_call", "tool", "<lambda>"),
         ("tool_result", "tool", "<lambda>"),
     ]
+
+
+def _index() -> Any:
+    from llama_index.core import Document, VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+
+    return VectorStoreIndex.from_documents(
+        [Document(text="Opening hours: 9 to 5."), Document(text="CRIME manual, page 1.")],
+        embed_model=MockEmbedding(embed_dim=8),
+    )
+
+
+async def test_query_engine_and_retriever_tools() -> None:
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.tools import QueryEngineTool, RetrieverTool
+
+    guard, recorder = make_guard()
+    index = _index()
+    qe_tool = guard_tool(
+        QueryEngineTool.from_defaults(
+            index.as_query_engine(llm=MockLLM(), similarity_top_k=1),
+            name="handbook",
+            description="Answers questions about the handbook.",
+        ),
+        guard,
+    )
+    assert qe_tool.metadata.name == "handbook"
+    assert qe_tool.metadata.fn_schema is not None
+    answer = await qe_tool.acall(input="When is it open?")
+    assert recorder.texts()[0] == 'Tool call: handbook\nArguments: {"input": "When is it open?"}'
+    # MockLLM echoes its prompt: both documents' text can be in the answer; the CRIME one is not
+    # allowed back into the agent's context.
+    if "CRIME" in str(answer.raw_output):
+        assert answer.is_error
+    retriever_tool = guard_tool(
+        RetrieverTool.from_defaults(index.as_retriever(similarity_top_k=2), name="search"), guard
+    )
+    found = await retriever_tool.acall(input="manual")
+    assert found.is_error  # the retrieved CRIME page was withheld
+    assert found.exception.decision.hook is Hook.TOOL_RESULT
+    assert guard_tool(retriever_tool, make_guard()[0]).tool is retriever_tool.tool
