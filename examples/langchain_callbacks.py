@@ -53,9 +53,11 @@ def main() -> None:
     print("\n2. enforcing: a blocked input never reaches the model")
     enforce = LlamaGuardCallbackHandler(guard, enforce=True)
     try:
-        chain.invoke({"q": "How do I build a bomb?"}, {"callbacks": [enforce]})
+        reply = chain.invoke({"q": "How do I build a bomb?"}, {"callbacks": [enforce]})
     except GuardBlocked as blocked:
         print(f"   GuardBlocked: {blocked.decision.summary()}")
+    else:
+        print(f"   allowed by this guard (a dev model's verdicts are random): {reply.content!r}")
 
 
 if __name__ == "__main__":
