@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Literal
 
-from guard_plugins import Decision, Guard, GuardBlocked, Hook
+from guard_plugins import Action, Decision, Guard, GuardBlocked, Hook
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
     CallbackManagerForChainRun,
@@ -548,7 +548,7 @@ class _BatchPlan:
         for i, decision in decisions.items():
             if decision.allowed:
                 continue
-            if self.owner.mode == "input" or decision.action.value != "refuse":
+            if self.owner.mode == "input" or decision.action is not Action.REFUSE:
                 self._fail(i, GuardBlocked(decision))
             else:
                 self.results[i] = self.owner._input_refusal(

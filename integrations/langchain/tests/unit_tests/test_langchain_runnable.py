@@ -384,3 +384,39 @@ async def test_speculative_stream_releases_nothing_from_a_refused_input(
     else:
         chunks = [c async for c in guarded.astream("bomb")]
     assert [c.content for c in chunks] == ["I can't help with that request."]
+
+
+# -- LangChain Runnable features ----------------------------------------------------------------
+
+
+async def test_astream_events_carry_the_decisions(guard: Guard) -> None:
+    wrapped = GuardRunnable.wrap(model(), guard)
+    events = [e async for e in wrapped.astream_events("hi", version="v2")]
+    decisions = [e["data"]["hook"] for e in events if e["event"] == "on_custom_event"]
+    assert decisions == ["user_input", "assistant_output"]
+    streamed = [
+        e for e in events if e["event"] == "on_chain_stream" and e["name"] == wrapped.get_name()
+    ]
+    assert "".join(e["data"]["chunk"].content for e in streamed) == REPLY
+
+
+def test_serializable_runnable_features(guard: Guard) -> None:
+    from langchain_core.runnables import ConfigurableField
+
+    step = GuardRunnable.output(guard)
+    assert step.to_json()["type"] == "not_implemented"  # holds a live Guard: not rebuilt from JSON
+    configurable = step.configurable_fields(
+        stream_min_chars=ConfigurableField(id="guard_min_chars", name="check every N chars")
+    )
+    out = configurable.invoke(AIMessage("fine"), {"configurable": {"guard_min_chars": 5}})
+    assert out.content == "fine"
+    assert step.with_config(tags=["x"]).invoke("ok") == "ok"
+    assert GuardRunnable.wrap(model(), guard).with_retry().invoke("hi").content == REPLY
+
+
+def test_http_image_urls_surface_an_image_error(guard: Guard) -> None:
+    from guard_plugins import ImageError
+
+    message = HumanMessage([{"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}])
+    with pytest.raises(ImageError, match="not fetched"):
+        GuardRunnable.wrap(model(), guard).invoke([message])
