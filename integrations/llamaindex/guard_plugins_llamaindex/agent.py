@@ -72,9 +72,9 @@ from guard_plugins_llamaindex.tools import (
 
 __all__ = ["GuardedAgent", "GuardedCodeActAgent", "GuardedFunctionAgent", "GuardedReActAgent"]
 
-_PENDING = "guard_plugins.input_pending"
-_USER_MSG = "guard_plugins.user_msg"
-_RUN = "guard_plugins.run"
+_PENDING = "guard_plugins_input_pending"
+_USER_MSG = "guard_plugins_user_msg"
+_RUN = "guard_plugins_run"
 _MAX_RUNS_TRACKED = 256
 _WITHHELD_THOUGHT = "My reply was withheld by the safety guard."
 _REACT_ACTION = re.compile(r"^\s*Action\s*:", re.MULTILINE)
@@ -498,9 +498,16 @@ def _wrap(agent: BaseWorkflowAgent, guard: Guard, **options: Any) -> GuardedAgen
             tool_retriever=fields["tool_retriever"],
             can_handoff_to=fields["can_handoff_to"],
             llm=fields["llm"],
-            code_act_system_prompt=fields["code_act_system_prompt"],
+            # As a string: CodeActAgent.__init__ (0.14.25) fails on a template without a
+            # system_prompt to append.
+            code_act_system_prompt=_template_text(fields["code_act_system_prompt"]),
             streaming=fields["streaming"],
             guard=guard,
             **options,
         )
     return twin(guard=guard, **fields, **workflow, **options)
+
+
+def _template_text(template: Any) -> Any:
+    get_template = getattr(template, "get_template", None)
+    return get_template() if callable(get_template) else template

@@ -556,3 +556,27 @@ async def test_without_precheck_the_call_is_checked_when_it_runs(tmp_path: Path)
     assert not target.exists()
     assert "S14" in str(result)
     assert sum(t.startswith("Tool call:") for t in recorder.texts()) == 1
+
+
+def test_wrap_react_and_codeact_agents() -> None:
+    from llama_index.core.agent.workflow import CodeActAgent, ReActAgent
+
+    guard, _ = make_guard()
+    react = GuardedAgent.wrap(
+        ReActAgent(tools=code_tools(), llm=Script(say("x")).llm(), system_prompt="Be brief."),
+        guard,
+        speculative_input_check=True,
+    )
+    assert isinstance(react, GuardedReActAgent)
+    assert react.speculative_input_check
+    assert react.formatter.context.count("Be brief.") == 1
+    executor = Executor()
+    codeact = GuardedAgent.wrap(
+        CodeActAgent(code_execute_fn=executor.fn, llm=Script(say("x")).llm(), system_prompt="Hi."),
+        guard,
+    )
+    assert isinstance(codeact, GuardedCodeActAgent)
+    assert [t.metadata.name for t in codeact.tools or []] == ["execute"]
+    assert str(codeact.code_act_system_prompt.get_template()).count("Hi.") == 1
+    with pytest.raises(TypeError):
+        GuardedAgent.wrap(codeact, guard)
