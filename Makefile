@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 INSTALL_SPECS := -e ".[transformers,http,eval,otel,dev,docs]" \
 	-e "integrations/langchain[agents]" \
-	-e "integrations/llamaindex"
+	-e "integrations/llamaindex[test]"
 
 .PHONY: install demo test lint typecheck unit docs bench clean
 
