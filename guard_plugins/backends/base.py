@@ -14,13 +14,15 @@ from functools import cached_property
 from types import TracebackType
 from typing import Any
 
+from typing_extensions import Self
+
 from guard_plugins._sync import run_sync
 from guard_plugins.categories import CategoryLike, CategorySpec, parse_category_codes
 from guard_plugins.conversation import Conversation, ConversationLike
 from guard_plugins.prompt import RenderedPrompt, build_prompt
 from guard_plugins.verdict import Verdict
 
-__all__ = ["Backend", "ClassificationRequest"]
+__all__ = ["Backend", "ClassificationRequest", "Closeable"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,39 @@ class ClassificationRequest:
         return self.prompt.categories
 
 
-class Backend(abc.ABC):
+class Closeable:
+    """`aclose()` plus its sync twin and both context-manager protocols, for resource owners."""
+
+    async def aclose(self) -> None:
+        """Release connections, threads and model memory held by the object."""
+
+    def close(self) -> None:
+        run_sync(self.aclose(), api="aclose()")
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Backend(Closeable, abc.ABC):
     """Base class of all backends: implement `classify_batch`; the rest has defaults.
 
     Backends are async-first; `classify_sync` / `classify_batch_sync` are thin wrappers.
@@ -111,34 +145,6 @@ class Backend(abc.ABC):
     def count_tokens(self, prompt: RenderedPrompt) -> int | None:
         """Exact prompt length in tokens when the backend can tell, else None."""
         return None
-
-    async def aclose(self) -> None:
-        """Release connections, threads and model memory held by the backend."""
-
-    def close(self) -> None:
-        run_sync(self.aclose(), api="aclose()")
-
-    async def __aenter__(self) -> Backend:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __enter__(self) -> Backend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"

@@ -24,10 +24,9 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
 from typing import Any, TypeVar
 
-from guard_plugins._sync import run_sync
+from guard_plugins.backends.base import Closeable
 from guard_plugins.decision import PromptGuardResult
 from guard_plugins.errors import (
     BackendError,
@@ -85,7 +84,7 @@ def _special_template(tokenizer: Any) -> tuple[list[int], list[int]]:
     raise ModelLoadError("cannot tell where the Prompt Guard tokenizer puts its special tokens")
 
 
-class PromptGuardBackend:
+class PromptGuardBackend(Closeable):
     """Scores texts with Llama Prompt Guard 2: P(malicious) in [0, 1], max over 512-token windows.
 
     `window` is the model's input length in tokens, special tokens included; `stride` is how many
@@ -295,28 +294,3 @@ class PromptGuardBackend:
         self.model = None
         if self.device.type == "cuda":
             self._torch.cuda.empty_cache()
-
-    def close(self) -> None:
-        run_sync(self.aclose(), api="aclose()")
-
-    async def __aenter__(self) -> PromptGuardBackend:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __enter__(self) -> PromptGuardBackend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
