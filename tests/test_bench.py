@@ -48,7 +48,10 @@ def _check_backend(suite: dict[str, Any]) -> None:
     assert ours["decoded_fraction"] == 0.0  # threshold 1.0: the safe path
     assert suite["unsafe_path"]["tokens_per_check"] > ours["tokens_per_check"]
     bucketing = suite["length_bucketing"]
-    assert bucketing["bucketed"]["padding_tokens"] <= bucketing["arrival_order"]["padding_tokens"]
+    assert bucketing["bucketed_padding_tokens"] <= bucketing["arrival_order_padding_tokens"]
+    for entry in ours["by_batch"].values():
+        assert {"throughput_cps", "relative_to_batch_1", "padding_tokens",
+                "peak_working_rss_mb"} <= set(entry)
 
 
 def _check_agent(suite: dict[str, Any]) -> None:

@@ -2,64 +2,52 @@
 
 Phase A (latency, paired): for every prompt, in rotating order, one baseline check, one backend
 check with the prefix KV cache and one without it, each on its own. Interleaving means the three
-see the same machine load, which matters on shared cores; ratios are taken within the phase.
+see the same machine load (shared cores drift by 2x over minutes); latency ratios, tokens per
+check and the batch-1 throughput ratio come from this phase.
 
-Phase B (throughput): the same prompts through `classify_batch` in calls of 1, 8 and 32
-(`rounds` times, median). A call never holds more than the backend's batch limit, so these are
-batches in arrival order. Length bucketing only acts when one call holds more requests than the
-limit: the ``length_bucketing`` run sends all prompts in one call with a limit of 8, and is
-compared with the arrival-order calls of 8 (padding and time).
-
-Tokens computed per check come from the backend's own counters (`BackendStats`): every position
-run through the decoder, category decoding included, padding excluded (reported separately).
+Phase B (`guard_plugins.bench.throughput`): interleaved rounds of calls of 1, 8 and 32 and of
+one length-bucketed call. Its throughput ratio to the baseline is chained through batch 1:
+``(batch-N / batch-1, same rounds) x (batch-1 / baseline, phase A)``, so no ratio spans minutes
+of drift.
 
 Requests use threshold 1.0, so categories are never decoded: the *safe path*, the work that
 matches the baseline's three generated tokens (a random-weight dev model would otherwise call a
-random share of prompts unsafe). The cost of a flagged check — categories decoded, up to 20
-more positions — is measured separately (``unsafe_path``, threshold 1e-6: always decoded).
+random share of prompts unsafe). The cost of a flagged check is reported as ``unsafe_path``.
+Tokens computed come from the backend's own counters (`BackendStats`): every position run through
+the decoder, category decoding included, padding excluded (reported separately).
 """
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from guard_plugins.backends.base import ClassificationRequest
-from guard_plugins.bench.measure import RssMonitor, current_rss_mb, median, ratio, summarize
+from guard_plugins.bench.measure import median, ratio, summarize
 from guard_plugins.bench.models import BASELINE_NEW_TOKENS, HFBaseline
 from guard_plugins.bench.settings import BenchContext
+from guard_plugins.bench.throughput import (
+    SAFE_PATH,
+    Driver,
+    measure_throughput,
+    measure_unsafe_path,
+    request,
+)
 from guard_plugins.conversation import Conversation
 
 __all__ = ["run_backend_suite"]
 
 Item = tuple[str, Conversation]
-SAFE_PATH = 1.0
-UNSAFE_PATH = 1e-6
 UNSAFE_SAMPLE = 6
-
-
-def _request(conversation: Conversation, threshold: float = SAFE_PATH) -> ClassificationRequest:
-    return ClassificationRequest(conversation, threshold=threshold)
-
-
-def _load(monitor: RssMonitor, label: str, factory: Callable[[], Any]) -> tuple[Any, float | None]:
-    before = current_rss_mb()
-    with monitor.phase(label):
-        loaded = factory()
-    after = current_rss_mb()
-    weights = None if before is None or after is None else round(after - before, 1)
-    return loaded, weights
+Run = tuple[str, float, int, int]  # workload, seconds, tokens computed, decoded checks
 
 
 def run_backend_suite(ctx: BenchContext) -> dict[str, Any]:
     """Run both phases and return the suite's JSON section."""
-    import importlib
-
-    transformers: Any = importlib.import_module("transformers")
     if ctx.model_path is None:
         return {"skipped": "no model: pass --model PATH or --build-dev-model"}
+    transformers: Any = importlib.import_module("transformers")
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # generate()'s advice on flags is noise here
     try:
@@ -69,113 +57,96 @@ def run_backend_suite(ctx: BenchContext) -> dict[str, Any]:
 
 
 def _run(ctx: BenchContext) -> dict[str, Any]:
-    settings, monitor, path = ctx.settings, ctx.monitor, ctx.model_path
+    path = ctx.model_path
     assert path is not None
     items = ctx.prompts.interleaved()
-    batch_sizes = settings.batch_sizes
     ctx.log(f"backend: loading {path.name} twice (baseline and backend) on {ctx.device}")
-    import torch  # noqa: F401 - imported before the loads so their RSS excludes the libraries
-
-    backend, backend_load = _load(monitor, "load_backend", ctx.backend)
+    backend = ctx.backend()
     processor = getattr(getattr(backend, "encoder", None), "processor", None)
-    baseline, baseline_load = _load(
-        monitor, "load_baseline", lambda: HFBaseline(path, ctx.device, processor)
-    )
+    baseline = HFBaseline(path, ctx.device, processor)
+    driver = Driver(backend)
     try:
         prompt_info = _prompt_info(backend, baseline, items)
+        weights_mb = round(baseline.weight_bytes() / 2**20, 1)
         # Warm up: kernels, and the prefix cache for both roles (a one-time cost per process).
-        driver = _Driver(backend)
-        driver.classify([_request(c) for c in _one_per_role(items)])
+        driver.classify(_one_per_role(items))
         baseline.check(items[0][1])
         ctx.log(f"backend: phase A, {len(items)} prompts x (baseline, prefix cache on, off)")
         latency = _phase_a(ctx, driver, baseline, items)
-        ctx.log(f"backend: phase B, throughput at batch {', '.join(map(str, batch_sizes))}")
-        throughput = _phase_b(ctx, driver, items)
-        bucketing = _bucketing_run(ctx, driver, items)
-        unsafe_path = _unsafe_path(driver, items[:UNSAFE_SAMPLE])
-        driver.close()
+        ctx.log(f"backend: phase B, {ctx.settings.rounds} interleaved round(s) of batches "
+                f"{', '.join(map(str, ctx.settings.batch_sizes))} and a bucketed call")
+        throughput = measure_throughput(ctx, driver, [c for _, c in items])
+        unsafe_path = measure_unsafe_path(driver, [c for _, c in items[:UNSAFE_SAMPLE]])
     finally:
+        driver.close()
         baseline.close()  # the backend stays loaded for the guard suite (ctx.close() frees it)
-    peaks, absolute = monitor.peaks_mb(), monitor.absolute_peaks_mb()
-    base_cps = latency["baseline"]["throughput_cps"]
-    ours = latency["backend"]
-    result: dict[str, Any] = {
+    return _assemble(ctx, prompt_info, weights_mb, latency, throughput, unsafe_path)
+
+
+def _assemble(
+    ctx: BenchContext,
+    prompt_info: dict[str, Any],
+    weights_mb: float,
+    latency: dict[str, Any],
+    throughput: dict[str, Any],
+    unsafe_path: dict[str, Any],
+) -> dict[str, Any]:
+    peaks, absolute = ctx.monitor.peaks_mb(), ctx.monitor.absolute_peaks_mb()
+    base, ours, off = latency["baseline"], latency["backend"], latency["prefix_off"]
+    batch_1 = ratio(ours["throughput_cps"], base["throughput_cps"])  # paired, phase A
+    units = throughput["units"]
+    sizes = [str(b) for b in ctx.settings.batch_sizes]
+    chained = {
+        b: _r((units[b]["relative_to_batch_1"] or 0.0) * batch_1 if batch_1 else None)
+        for b in sizes
+    }
+    for b in sizes:
+        units[b]["peak_working_rss_mb"] = peaks.get(f"backend_b{b}")
+        units[b]["peak_process_rss_mb"] = absolute.get(f"backend_b{b}")
+    return {
         "prompts": prompt_info,
+        "weights_mb": weights_mb,
         "baseline": {
             "method": "render_prompt + processor, then model.generate(max_new_tokens="
             f"{BASELINE_NEW_TOKENS}, do_sample=False), one message at a time",
-            **latency["baseline"],
-            "load_rss_mb": baseline_load,
+            **base,
+            "lm_head_positions_per_check": BASELINE_NEW_TOKENS,
             "peak_working_rss_mb": peaks.get("baseline"),
         },
         "backend": {
-            "method": "TransformersBackend.classify_batch (prefix cache on)",
+            "method": "TransformersBackend.classify_batch, prefix cache on, safe path",
             "threshold": SAFE_PATH,
-            "latency_ms": ours["latency_ms"],
-            "tokens_per_check": ours["tokens_per_check"],
-            "decoded_fraction": ours["decoded_fraction"],
-            "throughput_cps": {str(b): throughput[b]["throughput_cps"] for b in batch_sizes},
-            "by_batch": {
-                str(b): {
-                    **throughput[b],
-                    "peak_working_rss_mb": peaks.get(f"backend_b{b}"),
-                    "peak_process_rss_mb": absolute.get(f"backend_b{b}"),
-                }
-                for b in batch_sizes
-            },
+            **{k: v for k, v in ours.items() if k != "throughput_cps"},
             "phase_a_throughput_cps": ours["throughput_cps"],
-            "load_rss_mb": backend_load,
+            "lm_head_positions_per_check": 1,
+            "throughput_cps": {b: units[b]["throughput_cps"] for b in sizes},
+            "by_batch": {b: units[b] for b in sizes},
             "peak_working_rss_mb": peaks.get("backend_b1"),
             "prefix_tokens": prompt_info.pop("prefix_tokens"),
         },
-        "prefix_cache_off": {
-            **latency["prefix_off"],
-            "peak_working_rss_mb": peaks.get("backend_b1_no_prefix"),
-        },
-        "length_bucketing": bucketing,
+        "prefix_cache_off": {**off, "peak_working_rss_mb": peaks.get("backend_b1_no_prefix")},
+        "length_bucketing": {**throughput["bucketing"], **units["bucketed"]},
         "unsafe_path": unsafe_path,
         "by_workload": latency["by_workload"],
-        "memory_note": "load_rss_mb: RSS added by loading (weights and, for the backend, the "
-        "processor the baseline shares; torch already imported); peak_working_rss_mb: highest "
-        "RSS above the RSS at the start of a check (activations, KV cache, logits); both models "
-        "live in one process",
-    }
-    result["ratios"] = {
-        "throughput": {
-            str(b): _r(throughput[b]["throughput_cps"], base_cps) for b in batch_sizes
+        "ratios": {
+            "throughput": chained,
+            "throughput_best": max((v for v in chained.values() if v is not None), default=None),
+            "tokens_per_check": _r(ratio(ours["tokens_per_check"], base["tokens_per_check"])),
+            "latency_p50": _r(ratio(ours["latency_ms"]["p50"], base["latency_ms"]["p50"])),
+            "latency_p99": _r(ratio(ours["latency_ms"]["p99"], base["latency_ms"]["p99"])),
+            "latency_paired_median": latency["paired_latency_ratio"],
+            "prefix_cache_tokens": _r(ratio(ours["tokens_per_check"], off["tokens_per_check"])),
+            "prefix_cache_latency_p50": _r(
+                ratio(ours["latency_ms"]["p50"], off["latency_ms"]["p50"])
+            ),
         },
-        "throughput_best": _r(max(throughput[b]["throughput_cps"] for b in batch_sizes), base_cps),
-        "tokens_per_check": _r(ours["tokens_per_check"], latency["baseline"]["tokens_per_check"]),
-        "latency_p50": _r(ours["latency_ms"]["p50"], latency["baseline"]["latency_ms"]["p50"]),
-        "latency_p99": _r(ours["latency_ms"]["p99"], latency["baseline"]["latency_ms"]["p99"]),
-        "latency_paired_median": latency["paired_latency_ratio"],
-        "prefix_cache_tokens": _r(
-            ours["tokens_per_check"], latency["prefix_off"]["tokens_per_check"]
-        ),
-        "prefix_cache_latency_p50": _r(
-            ours["latency_ms"]["p50"], latency["prefix_off"]["latency_ms"]["p50"]
-        ),
+        "memory_note": "weights_mb: parameter bytes of the checkpoint (each of the two models); "
+        "peak_working_rss_mb: highest RSS above the RSS at the start of a check or call "
+        "(activations, KV cache, logits); peak_process_rss_mb: whole process (both models)",
     }
-    return result
 
 
-class _Driver:
-    """Calls the backend's async API on one private event loop, as the Guard does (the sync
-    wrapper would add a hop through the shared background loop to every call)."""
-
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-        self.loop = asyncio.new_event_loop()
-
-    def classify(self, requests: list[ClassificationRequest]) -> Any:
-        return self.loop.run_until_complete(self.backend.classify_batch(requests))
-
-    def close(self) -> None:
-        self.loop.close()
-
-
-def _r(a: float | None, b: float | None) -> float | None:
-    value = ratio(a, b)
+def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
@@ -195,7 +166,7 @@ def _prompt_info(backend: Any, baseline: HFBaseline, items: Sequence[Item]) -> d
         lengths.setdefault(kind, []).append(len(ids))
     prefixes = {}
     for conversation in _one_per_role(items):
-        prompt = ClassificationRequest(conversation).prompt
+        prompt = request(conversation).prompt
         prefixes[prompt.role] = len(backend.encoder.encode_text(prompt.prefix))
     every = [n for values in lengths.values() for n in values]
     return {
@@ -210,21 +181,22 @@ def _prompt_info(backend: Any, baseline: HFBaseline, items: Sequence[Item]) -> d
 
 
 def _phase_a(
-    ctx: BenchContext, driver: _Driver, baseline: HFBaseline, items: Sequence[Item]
+    ctx: BenchContext, driver: Driver, baseline: HFBaseline, items: Sequence[Item]
 ) -> dict[str, Any]:
     backend = driver.backend
     stats = backend.stats
-    runs: dict[str, list[tuple[str, float, int, int]]] = {"baseline": [], "on": [], "off": []}
+    runs: dict[str, list[Run]] = {"baseline": [], "on": [], "off": []}
 
     def ours(conversation: Conversation, prefix_cache: bool) -> tuple[float, int, int]:
         backend.prefix_cache = prefix_cache
         stats.reset()
         start = time.perf_counter()
-        with ctx.monitor.phase("backend_b1" if prefix_cache else "backend_b1_no_prefix"):
-            driver.classify([_request(conversation)])
-        seconds = time.perf_counter() - start
-        backend.prefix_cache = True
-        return seconds, int(stats.tokens_computed), int(stats.decoded_checks)
+        try:
+            with ctx.monitor.phase("backend_b1" if prefix_cache else "backend_b1_no_prefix"):
+                driver.classify([conversation])
+        finally:
+            backend.prefix_cache = True
+        return time.perf_counter() - start, int(stats.tokens_computed), int(stats.decoded_checks)
 
     for index, (kind, conversation) in enumerate(items):
         for step in range(3):
@@ -235,18 +207,17 @@ def _phase_a(
                 runs["baseline"].append((kind, check.seconds, check.tokens_computed, 0))
             else:
                 runs[which].append((kind, *ours(conversation, which == "on")))
+    paired = [o[1] / b[1] for o, b in zip(runs["on"], runs["baseline"], strict=True)]
     return {
         "baseline": _latency_block(runs["baseline"]),
         "backend": _latency_block(runs["on"]),
         "prefix_off": _latency_block(runs["off"]),
-        "paired_latency_ratio": round(
-            median([o[1] / b[1] for o, b in zip(runs["on"], runs["baseline"], strict=True)]), 3
-        ),
+        "paired_latency_ratio": round(median(paired), 3),
         "by_workload": _by_workload(runs["baseline"], runs["on"]),
     }
 
 
-def _latency_block(runs: Sequence[tuple[str, float, int, int]]) -> dict[str, Any]:
+def _latency_block(runs: Sequence[Run]) -> dict[str, Any]:
     seconds = [r[1] for r in runs]
     return {
         "latency_ms": summarize(seconds, 1000).to_dict(1),
@@ -256,9 +227,7 @@ def _latency_block(runs: Sequence[tuple[str, float, int, int]]) -> dict[str, Any
     }
 
 
-def _by_workload(
-    base: Sequence[tuple[str, float, int, int]], ours: Sequence[tuple[str, float, int, int]]
-) -> dict[str, Any]:
+def _by_workload(base: Sequence[Run], ours: Sequence[Run]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for kind in dict.fromkeys(r[0] for r in base):
         b = [r for r in base if r[0] == kind]
@@ -273,104 +242,8 @@ def _by_workload(
             "backend_latency_ms_p50": round(o_p50, 1),
             "baseline_tokens_per_check": round(b_tokens, 1),
             "backend_tokens_per_check": round(o_tokens, 1),
-            "latency_ratio": _r(o_p50, b_p50),
-            "tokens_ratio": _r(o_tokens, b_tokens),
+            "latency_ratio": _r(ratio(o_p50, b_p50)),
+            "tokens_ratio": _r(ratio(o_tokens, b_tokens)),
+            "throughput_ratio": _r(ratio(sum(r[1] for r in b), sum(r[1] for r in o))),
         }
     return result
-
-
-def _phase_b(
-    ctx: BenchContext, driver: _Driver, items: Sequence[Item]
-) -> dict[int, dict[str, Any]]:
-    backend = driver.backend
-    stats = backend.stats
-    conversations = [c for _, c in items]
-    samples: dict[int, list[dict[str, Any]]] = {b: [] for b in ctx.settings.batch_sizes}
-    for _ in range(ctx.settings.rounds):
-        for size in ctx.settings.batch_sizes:
-            chunks = [conversations[i: i + size] for i in range(0, len(conversations), size)]
-            stats.reset()
-            start = time.perf_counter()
-            with ctx.monitor.phase(f"backend_b{size}"):
-                for chunk in chunks:
-                    driver.classify([_request(c) for c in chunk])
-            seconds = time.perf_counter() - start
-            computed = int(stats.tokens_computed)
-            samples[size].append({
-                "throughput_cps": len(conversations) / seconds,
-                "tokens_per_check": computed / len(conversations),
-                "padding_tokens": int(stats.padding_tokens),
-                "computed_tokens": computed,
-                "forward_passes": int(stats.forward_passes),
-                "calls": len(chunks),
-                "largest_call": max(len(c) for c in chunks),
-            })
-    return {size: _median_sample(runs) for size, runs in samples.items()}
-
-
-def _median_sample(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    chosen = sorted(runs, key=lambda r: r["throughput_cps"])[len(runs) // 2]
-    return {
-        **chosen,
-        "throughput_cps": round(median([r["throughput_cps"] for r in runs]), 3),
-        "tokens_per_check": round(chosen["tokens_per_check"], 1),
-        "rounds": len(runs),
-    }
-
-
-def _unsafe_path(driver: _Driver, items: Sequence[Item]) -> dict[str, Any]:
-    backend = driver.backend
-    """Checks that decode their categories (as a flagged check does), one at a time."""
-    stats = backend.stats
-    seconds: list[float] = []
-    tokens = 0
-    for _, conversation in items:
-        stats.reset()
-        start = time.perf_counter()
-        driver.classify([_request(conversation, UNSAFE_PATH)])
-        seconds.append(time.perf_counter() - start)
-        tokens += int(stats.tokens_computed)
-    return {
-        "threshold": UNSAFE_PATH,
-        "latency_ms": summarize(seconds, 1000).to_dict(1),
-        "tokens_per_check": round(tokens / len(items), 1),
-    }
-
-
-def _bucketing_run(ctx: BenchContext, driver: _Driver, items: Sequence[Item]) -> dict[str, Any]:
-    backend = driver.backend
-    """All prompts in one call (limit 8: the backend sorts by length) vs calls of 8 in order."""
-    conversations = [c for _, c in items]
-    limit, saved = 8, backend.max_batch_size
-    stats = backend.stats
-    runs: dict[str, dict[str, Any]] = {}
-    try:
-        backend.max_batch_size = limit
-        for mode in ("arrival_order", "bucketed"):
-            calls = (
-                [conversations[i: i + limit] for i in range(0, len(conversations), limit)]
-                if mode == "arrival_order" else [conversations]
-            )
-            stats.reset()
-            start = time.perf_counter()
-            for call in calls:
-                driver.classify([_request(c) for c in call])
-            seconds = time.perf_counter() - start
-            computed, padding = int(stats.tokens_computed), int(stats.padding_tokens)
-            runs[mode] = {
-                "seconds": round(seconds, 3),
-                "throughput_cps": round(len(conversations) / seconds, 3),
-                "padding_tokens": padding,
-                "computed_tokens": computed,
-                "padding_fraction": _r(padding, padding + computed),
-            }
-    finally:
-        backend.max_batch_size = saved
-    return {
-        "batch_limit": limit,
-        "checks": len(conversations),
-        **runs,
-        "padding_ratio": _r(runs["bucketed"]["padding_tokens"],
-                            runs["arrival_order"]["padding_tokens"]),
-        "speedup": _r(runs["bucketed"]["throughput_cps"], runs["arrival_order"]["throughput_cps"]),
-    }

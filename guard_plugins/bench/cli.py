@@ -134,8 +134,8 @@ def run_bench(args: argparse.Namespace) -> int:
     finally:
         ctx.close()
     document = _document(args, ctx, suites, started)
-    print(format_table(document))
     write_json(document, args.out)
+    print(format_table(document))
     stderr_log(f"wrote {args.out}")
     return 0
 

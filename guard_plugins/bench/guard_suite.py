@@ -72,6 +72,7 @@ async def measure_micro_batching(
     concurrent: list[float] = []
     concurrent_latencies: list[float] = []
     batch_sizes: list[float] = []
+    batches: list[int] = []
     for round_index in range(rounds):
         order = ("sequential", "concurrent") if round_index % 2 == 0 else (
             "concurrent", "sequential"
@@ -83,12 +84,13 @@ async def measure_micro_batching(
                     await guard.acheck_input(conversation)
                 sequential.append(time.perf_counter() - start)
                 continue
-            batches, requests = guard.batcher.batches, guard.batcher.requests
+            before, requests = guard.batcher.batches, guard.batcher.requests
             start = time.perf_counter()
             decisions = await asyncio.gather(*(guard.acheck_input(c) for c in conversations))
             concurrent.append(time.perf_counter() - start)
             concurrent_latencies.extend((d.latency_ms or 0.0) / 1000 for d in decisions)
-            made = guard.batcher.batches - batches
+            made = guard.batcher.batches - before
+            batches.append(made)
             batch_sizes.append((guard.batcher.requests - requests) / max(made, 1))
     n = len(conversations)
     seq, conc = median(sequential), median(concurrent)
@@ -102,5 +104,6 @@ async def measure_micro_batching(
         "concurrent_cps": round(n / conc, 2),
         "speedup": round(ratio(seq, conc) or 0.0, 2),
         "mean_backend_batch": round(median(batch_sizes), 1),
+        "backend_batches": int(median(batches)),
         "concurrent_check_latency_ms": summarize(concurrent_latencies, 1000).to_dict(1),
     }

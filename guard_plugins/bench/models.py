@@ -179,5 +179,9 @@ class HFBaseline:
         prompt_tokens = int(inputs["input_ids"].shape[1])
         return BaselineCheck(prompt_tokens, int(output.shape[1]) - prompt_tokens, seconds)
 
+    def weight_bytes(self) -> int:
+        """Bytes of the model's parameters (the same checkpoint and dtype as the backend's)."""
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
     def close(self) -> None:
         self.model = None

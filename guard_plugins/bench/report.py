@@ -101,23 +101,28 @@ def _backend_lines(suite: Mapping[str, Any]) -> list[str]:
         ["tokens computed / check", _f(base["tokens_per_check"]), _f(ours["tokens_per_check"]),
          _f(off["tokens_per_check"]), _f(ratios["tokens_per_check"], 2)],
     ]
+    rows.append(["throughput, phase A (checks/s)", _f(base["throughput_cps"], 2),
+                 _f(ours["phase_a_throughput_cps"], 2), _f(off["throughput_cps"], 2),
+                 _f(ratio_of(ours["phase_a_throughput_cps"], base["throughput_cps"]), 2)])
     for size, cps in ours["throughput_cps"].items():
-        label = f"throughput batch {size} (checks/s)"
-        base_cps = _f(base["throughput_cps"], 2) if size == "1" else ""
-        rows.append([label, base_cps, _f(cps, 2), "", _f(ratios["throughput"][size], 2)])
+        rows.append([f"throughput batch {size} (checks/s)", "", _f(cps, 2), "",
+                     _f(ratios["throughput"][size], 2)])
     rows.append(["peak working RSS (MB)", _f(base["peak_working_rss_mb"]),
-                 _f(ours["peak_working_rss_mb"]), "", ""])
-    rows.append(["load RSS (MB)", _f(base["load_rss_mb"]), _f(ours["load_rss_mb"]), "", ""])
+                 _f(ours["peak_working_rss_mb"]), _f(off["peak_working_rss_mb"]), ""])
     bucket = suite["length_bucketing"]
     lines = _rows("backend (baseline = release-notes generate(); ours = TransformersBackend)",
                   ["", "baseline", "ours", "no prefix", "ours/base"], rows)
     lines.append(
-        f"  length bucketing, {bucket['checks']} checks in batches of {bucket['batch_limit']}: "
-        f"padding {bucket['bucketed']['padding_tokens']} vs "
-        f"{bucket['arrival_order']['padding_tokens']} tokens in arrival order, "
-        f"{_f(bucket['speedup'], 2)}x throughput"
+        f"  weights {_f(suite['weights_mb'])} MB each; length bucketing, {bucket['checks']} checks "
+        f"in sub-batches of {bucket['sub_batch_limit']}: padding "
+        f"{bucket['bucketed_padding_tokens']} vs {bucket['arrival_order_padding_tokens']} tokens "
+        f"in arrival order, {_f(bucket['throughput_ratio'], 2)}x throughput"
     )
     return lines
+
+
+def ratio_of(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
 
 
 def _guard_lines(suite: Mapping[str, Any]) -> list[str]:

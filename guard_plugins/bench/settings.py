@@ -44,7 +44,7 @@ class BenchSettings:
             dev_model_size="bench",
             prompts_per_workload=12,
             batch_sizes=(1, 8, 32),
-            rounds=1,
+            rounds=2,
             guard_concurrency_model=16,
             guard_concurrency_simulated=32,
             guard_simulated_delay_s=0.05,

@@ -1,0 +1,158 @@
+"""Throughput of `TransformersBackend` by batch size, length bucketing, and the unsafe path.
+
+Runs are *interleaved*: each round runs every unit once, in an order rotated from round to round,
+so slow drifts in machine load (shared cores) hit all units alike; results are medians over
+rounds, and ratios between units are taken round by round before the median.
+
+Units over the same prompt set (the first `max(batch_sizes)` prompts):
+
+- ``"1"``, ``"8"``, ``"32"``: calls of that many requests in arrival order (each call at most one
+  backend sub-batch, so no sorting happens);
+- ``"bucketed"``: all prompts in one call with a sub-batch limit of 8 — the backend sorts them by
+  length before cutting sub-batches. Compared with unit ``"8"``, it shows what bucketing saves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from guard_plugins.backends.base import ClassificationRequest
+from guard_plugins.bench.measure import median, ratio, summarize
+from guard_plugins.bench.settings import BenchContext
+from guard_plugins.conversation import Conversation
+
+__all__ = ["BUCKET_LIMIT", "SAFE_PATH", "Driver", "measure_throughput", "measure_unsafe_path"]
+
+#: threshold for the safe path: categories are never decoded (score 1.0 does not occur)
+SAFE_PATH = 1.0
+#: threshold for the unsafe path: categories are always decoded
+UNSAFE_PATH = 1e-6
+BUCKET_LIMIT = 8
+
+
+def request(conversation: Conversation, threshold: float = SAFE_PATH) -> ClassificationRequest:
+    return ClassificationRequest(conversation, threshold=threshold)
+
+
+class Driver:
+    """Calls the backend's async API on one private event loop, as the Guard does (the sync
+    wrapper would add a hop through the shared background loop to every call)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.loop = asyncio.new_event_loop()
+
+    def classify(self, conversations: Sequence[Conversation], threshold: float = SAFE_PATH) -> Any:
+        requests = [request(c, threshold) for c in conversations]
+        return self.loop.run_until_complete(self.backend.classify_batch(requests))
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+def _run_unit(
+    ctx: BenchContext, driver: Driver, unit: str, conversations: Sequence[Conversation]
+) -> dict[str, Any]:
+    backend = driver.backend
+    size = BUCKET_LIMIT if unit == "bucketed" else int(unit)
+    calls = (
+        [list(conversations)] if unit == "bucketed"
+        else [conversations[i: i + size] for i in range(0, len(conversations), size)]
+    )
+    saved = backend.max_batch_size
+    backend.max_batch_size = size
+    backend.stats.reset()
+    try:
+        start = time.perf_counter()
+        with ctx.monitor.phase(f"backend_{unit}" if unit == "bucketed" else f"backend_b{unit}"):
+            for call in calls:
+                driver.classify(call)
+        seconds = time.perf_counter() - start
+    finally:
+        backend.max_batch_size = saved
+    stats = backend.stats
+    computed, padding = int(stats.tokens_computed), int(stats.padding_tokens)
+    return {
+        "throughput_cps": len(conversations) / seconds,
+        "tokens_per_check": computed / len(conversations),
+        "padding_tokens": padding,
+        "padding_fraction": ratio(padding, padding + computed),
+        "forward_passes": int(stats.forward_passes),
+        "calls": len(calls),
+        "largest_sub_batch": min(size, max(len(c) for c in calls)),
+    }
+
+
+def measure_throughput(
+    ctx: BenchContext, driver: Driver, conversations: Sequence[Conversation]
+) -> dict[str, Any]:
+    """Interleaved rounds of every unit; medians, and ratios to unit ``"1"`` per round."""
+    sizes = ctx.settings.batch_sizes
+    chosen = list(conversations[: max(sizes)])
+    units = [str(b) for b in sizes] + ["bucketed"]
+    runs: dict[str, list[dict[str, Any]]] = {u: [] for u in units}
+    for round_index in range(ctx.settings.rounds):
+        shift = round_index % len(units)
+        for unit in units[shift:] + units[:shift]:
+            runs[unit].append(_run_unit(ctx, driver, unit, chosen))
+    first = units[0]
+
+    def paired(unit: str, other: str) -> float | None:
+        values = [ratio(a["throughput_cps"], b["throughput_cps"])
+                  for a, b in zip(runs[unit], runs[other], strict=True)]
+        clean = [v for v in values if v is not None]
+        return round(median(clean), 3) if clean else None
+
+    by_unit = {}
+    for unit, samples in runs.items():
+        last = samples[-1]
+        by_unit[unit] = {
+            "throughput_cps": round(median([s["throughput_cps"] for s in samples]), 3),
+            "relative_to_batch_1": paired(unit, first),
+            "tokens_per_check": round(last["tokens_per_check"], 1),
+            "padding_tokens": last["padding_tokens"],
+            "padding_fraction": _round(last["padding_fraction"]),
+            "forward_passes": last["forward_passes"],
+            "calls": last["calls"],
+            "largest_sub_batch": last["largest_sub_batch"],
+            "rounds": len(samples),
+        }
+    arrival = str(BUCKET_LIMIT) if str(BUCKET_LIMIT) in runs else first
+    return {
+        "checks": len(chosen),
+        "units": by_unit,
+        "bucketing": {
+            "sub_batch_limit": BUCKET_LIMIT,
+            "checks": len(chosen),
+            "bucketed_padding_tokens": by_unit["bucketed"]["padding_tokens"],
+            "arrival_order_padding_tokens": by_unit[arrival]["padding_tokens"],
+            "bucketed_padding_fraction": by_unit["bucketed"]["padding_fraction"],
+            "arrival_order_padding_fraction": by_unit[arrival]["padding_fraction"],
+            "throughput_ratio": paired("bucketed", arrival),
+        },
+    }
+
+
+def measure_unsafe_path(driver: Driver, conversations: Sequence[Conversation]) -> dict[str, Any]:
+    """Checks that decode their categories (as a flagged check does), one at a time."""
+    stats = driver.backend.stats
+    seconds: list[float] = []
+    tokens = 0
+    for conversation in conversations:
+        stats.reset()
+        start = time.perf_counter()
+        driver.classify([conversation], UNSAFE_PATH)
+        seconds.append(time.perf_counter() - start)
+        tokens += int(stats.tokens_computed)
+    return {
+        "threshold": UNSAFE_PATH,
+        "latency_ms": summarize(seconds, 1000).to_dict(1),
+        "tokens_per_check": round(tokens / len(conversations), 1),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
