@@ -117,6 +117,11 @@ def corpus_snippets() -> dict[str, Any]:
         flagged = {c["id"]: ids for c in cases if (ids := _blocking(c["code"], language))}
         report[f"benign {language} snippets"] = {"rate": _rate(len(flagged), len(cases)),
                                                  "flagged": flagged}
+    holdout = _load("holdout_benign.yaml")
+    flagged = {c["id"]: ids for c in holdout
+               if (ids := _blocking(c["code"], c.get("lang", "python")))}
+    report["held-out benign snippets"] = {"rate": _rate(len(flagged), len(holdout)),
+                                          "flagged": flagged}
     report["malicious snippets"] = _recall(_load("malicious.yaml"))
     report["held-out malicious snippets"] = _recall(_load("holdout.yaml"))
     return report

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +26,7 @@ from guard_plugins.codescreen import (
     scan,
     scan_tool_call,
 )
+from guard_plugins.codescreen.rules import rule_table
 from guard_plugins.codescreen.shell_lex import tokenize
 from guard_plugins.errors import ConfigError, GuardError
 
@@ -53,6 +55,11 @@ def test_finding_is_frozen_and_serialisable() -> None:
 def test_severity_is_ordered() -> None:
     assert Severity.LOW < Severity.MEDIUM < Severity.HIGH < Severity.CRITICAL
     assert max(Severity) is Severity.CRITICAL
+
+
+def test_docs_rule_table_matches_the_registry() -> None:
+    docs = Path(__file__).resolve().parents[1] / "docs" / "codescreen.md"
+    assert rule_table() in docs.read_text()
 
 
 def test_registry_is_consistent() -> None:
@@ -153,6 +160,11 @@ class TestToolCall:
         found = scan_tool_call("execute_code", {"language": "bash", "code": "sudo id"})
         assert [f.rule_id for f in found] == ["SH-SUDO"]
         assert scan_tool_call("execute_code", {"language": "javascript", "code": "x"}) == []
+
+    def test_caller_language_wins(self) -> None:
+        found = scan_tool_call("run", {"code": "setenforce 0"}, language="bash")
+        assert [f.rule_id for f in found] == ["SH-DISABLE-SECURITY"]
+        assert scan_tool_call("python", {"code": "rm -rf /"}, language="sql") == []
 
     def test_command_lists(self) -> None:
         found = scan_tool_call("terminal", {"commands": ["ls", "rm -rf /"]})

@@ -26,7 +26,8 @@ def _load(name: str) -> list[dict[str, Any]]:
 MALICIOUS = _load("malicious.yaml")
 HOLDOUT = _load("holdout.yaml")
 BENIGN = [(c, "python") for c in _load("benign_python.yaml")] + [
-    (c, "shell") for c in _load("benign_shell.yaml")]
+    (c, "shell") for c in _load("benign_shell.yaml")] + [
+    (c, c.get("lang", "python")) for c in _load("holdout_benign.yaml")]
 
 
 def test_corpus_sizes() -> None:

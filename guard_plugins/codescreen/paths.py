@@ -87,7 +87,7 @@ _PERSISTENCE = (
     "/usr/lib/systemd/system", "/etc/init.d/", "/etc/rc.local", "/etc/rc", "/etc/profile",
     "/etc/bash.bashrc", "/etc/zsh/", "/etc/environment", "/etc/update-motd.d", "/etc/inittab",
     "/etc/udev/rules.d", "/etc/xdg/autostart", "/Library/LaunchDaemons", "/Library/LaunchAgents",
-    "/etc/ssh/sshrc", "/etc/apt/apt.conf.d", "/etc/sudoers",
+    "/etc/ssh/sshrc", "/etc/apt/apt.conf.d",
 )
 _HOME_PERSISTENCE = (
     ".ssh/authorized_keys", ".ssh/rc", ".config/systemd/user", ".config/autostart",

@@ -71,6 +71,8 @@ _ENV_PROPAGATORS = frozenset({"dict", "list", "tuple", "sorted", "set", "copy.co
                               "copy.deepcopy", "os.environ.copy", "os.environ.items",
                               "os.environ.keys", "os.environ.values", "dict.items", "iter",
                               "enumerate", "zip"})
+# Handing the environment to a child process is not a dump (os.execve(path, args, env)).
+_CHILD_ENV = ("os.exec", "os.spawn", "os.posix_spawn", "subprocess.", "asyncio.create_subprocess")
 _PUBLIC_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/var/www/", "/srv/", "/usr/share/nginx/")
 _SHELL_NAMES = frozenset({"sh", "bash", "zsh", "dash", "ksh", "ash", "csh", "tcsh", "fish"})
 
@@ -302,7 +304,7 @@ def _check_flows(scan: PythonScanner, call: ast.Call, name: str) -> None:
     net_data = any("net" in t for t in taints)
     if env and network:
         scan.report("ENV-EXFIL", line, f"environment sent by {name}", severity=Severity.CRITICAL)
-    elif env and name not in _ENV_PROPAGATORS:
+    elif env and name not in _ENV_PROPAGATORS and not name.startswith(_CHILD_ENV):
         state.env_used_line = state.env_used_line or line
     if short in ("write", "writelines", "write_text", "write_bytes", "dump") and (env or net_data):
         path = write_target(scan, call, short)

@@ -1,10 +1,12 @@
 """Loops in Python snippets: fork bombs, unbounded spawning and growth, delete-everything walks.
 
 A loop is unbounded when it is ``while <true constant>`` or iterates ``itertools.count()``,
-``itertools.cycle``, ``itertools.repeat(x)`` or ``iter(callable, sentinel)``, and its body has no
-``break``, ``return``, ``raise`` or exit call outside nested loops and functions. Bodies that block
-(sleep, accept, recv, queue get, input) are paced by something external, so growth and spawning
-in them are reported with low confidence.
+``itertools.cycle``, ``itertools.repeat(x)`` or ``iter(int, 1)``, and its body has no ``break``,
+``return``, ``raise``, ``next()`` or exit call outside nested loops and functions. Bodies that
+block (sleep, accept, recv, queue get, input, ``await``) are paced by something external, and a
+loop inside ``try``/``except`` may end by exception, so growth and spawning there are reported with
+low confidence. ``for`` loops over ``os.walk``/``glob``/``Path.rglob`` of a root-like directory
+that delete files are destructive.
 """
 
 from __future__ import annotations
@@ -146,7 +148,8 @@ def _check_walk_delete(scan: PythonScanner, loop: ast.For | ast.AsyncFor) -> Non
         target = scan.scope.partial_text(it.func.value)
     if target is None:
         return
-    root = normalize(target.split("*", 1)[0].rstrip("/") or "/")
+    prefix = target.split("*", 1)[0]
+    root = normalize(prefix.rstrip("/") or ("/" if prefix.startswith("/") else "."))
     if not is_root_like(root):
         return
     for node, _nested in _body_nodes(loop):

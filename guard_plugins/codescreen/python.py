@@ -325,8 +325,14 @@ def scan_python(text: str, ctx: ScanContext) -> None:
     if cell:
         ctx.scanners["shell"](text[cell.end():], ctx)
         return
-    text = _notebook(text, ctx)
     tree, blanked = _parse(text)
+    if tree is None or blanked:
+        # Notebook lines (`!pip install x`) only where the text is not valid Python as it is:
+        # `!=` continuation lines and `%` lines inside strings must not be rewritten.
+        notebook = _notebook(text, ctx)
+        if notebook != text:
+            text = notebook
+            tree, blanked = _parse(text)
     if (tree is None or blanked) and looks_like_shell(text):
         ctx.scanners["shell"](text, ctx)
         return

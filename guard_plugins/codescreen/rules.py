@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 from guard_plugins.codescreen.findings import Confidence, Severity, Threat
 
-__all__ = ["RULES", "Rule", "get_rule"]
+__all__ = ["RULES", "Rule", "get_rule", "rule_table"]
 
 _C, _H, _M, _L = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW
 _T = Threat
@@ -174,3 +174,19 @@ RULES: Mapping[str, Rule] = MappingProxyType(_build())
 def get_rule(rule_id: str) -> Rule:
     """The registered rule with this id; KeyError names the id when it is not registered."""
     return RULES[rule_id]
+
+
+def rule_table() -> str:
+    """The registry as a Markdown table, one row per concept (docs/codescreen.md embeds it)."""
+    rows = ["| rules | threat | severity | confidence | detects |", "|---|---|---|---|---|"]
+    seen: dict[str, list[Rule]] = {}
+    for rule in RULES.values():
+        concept = rule.id.split("-", 1)[1] if not rule.id.startswith("SCREEN-") else rule.id
+        seen.setdefault(concept, []).append(rule)
+    for rules in seen.values():
+        first = rules[0]
+        ids = ", ".join(f"`{r.id}`" for r in rules)
+        detects = first.detects.replace("|", "\\|")
+        rows.append(f"| {ids} | {first.threat.value} | {first.severity.value} | "
+                    f"{first.confidence} | {detects} |")
+    return "\n".join(rows) + "\n"

@@ -85,13 +85,17 @@ _SHELL = re.compile(r"bash|shell|terminal|command|cmd|console|zsh|(?:^|[^a-z])sh
 _MAX_DEPTH = 3
 
 
-def tool_language(name: str, arguments: Mapping[str, Any] | str | None = None) -> str | None:
-    """``"python"``, ``"shell"`` or None (SQL or another language the screen does not read)."""
-    if isinstance(arguments, Mapping):
+def tool_language(name: str, arguments: Mapping[str, Any] | str | None = None,
+                  language: str | None = None) -> str | None:
+    """``"python"``, ``"shell"`` or None (SQL or another language the screen does not read).
+
+    `language` (as the caller knows it), then a ``language``/``lang`` argument, then the tool name.
+    """
+    declared: Any = language
+    if not declared and isinstance(arguments, Mapping):
         declared = arguments.get("language", arguments.get("lang"))
-        if isinstance(declared, str) and declared.strip():
-            key = declared.strip().lower()
-            return LANGUAGES.get(key)
+    if isinstance(declared, str) and declared.strip():
+        return LANGUAGES.get(declared.strip().lower())
     tool = name or ""
     if _SQL.search(tool):
         return None
@@ -120,9 +124,12 @@ def _code_values(arguments: Mapping[str, Any], depth: int = 0) -> Iterator[str]:
         yield from _strings(arguments[key], depth)
 
 
-def scan_tool_call(name: str, arguments: Mapping[str, Any] | str, *,
+def scan_tool_call(name: str, arguments: Mapping[str, Any] | str, *, language: str | None = None,
                    limits: Limits | None = None) -> list[Finding]:
     """Findings for the code a tool call would run (empty for SQL and unknown languages).
+
+    `language` overrides the choice made from the tool name and arguments (``"bash"``, ``"py"``,
+    ``"sql"``, …); a language the screen does not read gives no findings, not an error.
 
     >>> [f.rule_id for f in scan_tool_call("terminal", {"command": "rm -rf --no-preserve-root /"})]
     ['SH-DESTRUCTIVE-DELETE']
@@ -136,12 +143,12 @@ def scan_tool_call(name: str, arguments: Mapping[str, Any] | str, *,
             parsed = None
         if isinstance(parsed, Mapping):
             arguments = parsed
-    language = tool_language(name, arguments)
-    if language is None:
+    chosen = tool_language(name, arguments, language)
+    if chosen is None:
         return []
     values = [arguments] if isinstance(arguments, str) else list(_code_values(arguments))
     findings: dict[tuple[str, int, str], Finding] = {}
     for value in values:
-        for finding in scan(value, language, limits=limits):
+        for finding in scan(value, chosen, limits=limits):
             findings.setdefault((finding.rule_id, finding.line, finding.reason), finding)
     return sorted(findings.values(), key=lambda f: (f.line, -f.severity.rank, f.rule_id))

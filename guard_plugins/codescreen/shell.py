@@ -9,12 +9,19 @@ checks come from `shell_commands.CHECKS`; loop and function bodies are tracked f
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 
 from guard_plugins.codescreen.context import ScanContext
 from guard_plugins.codescreen.findings import Confidence, Severity
-from guard_plugins.codescreen.paths import Access, classify_path, find_metadata_host
+from guard_plugins.codescreen.paths import (
+    UNKNOWN,
+    Access,
+    classify_path,
+    find_metadata_host,
+    normalize,
+)
 from guard_plugins.codescreen.shell_commands import CHECKS, Invocation, split_options
 from guard_plugins.codescreen.shell_flow import Stream, command_output, foreign_inline
 from guard_plugins.codescreen.shell_lex import Token, tokenize
@@ -38,6 +45,7 @@ _FOREIGN_FLAGS = frozenset({"-e", "-E", "-r", "--eval", "-c", "-Command", "-comm
 _NET_TOOLS = frozenset({"nc", "ncat", "netcat", "socat", "telnet", "openssl", "ssh", "scp",
                         "sftp", "ftp", "tftp", "curl", "wget", "mail", "sendmail", "mutt", "http"})
 _PUBLIC_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/var/www/", "/srv/", "/usr/share/nginx/")
+_VARIABLE = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
 _PASSTHROUGH_ENV = frozenset({"env", "printenv"})
 _SAFE_INDEXES = re.compile(r"^https://(?:pypi\.org|files\.pythonhosted\.org|download\.pytorch\."
                            r"org|pypi\.nvidia\.com|test\.pypi\.org)(?:/|$)")
@@ -56,12 +64,16 @@ class ShellScanner:
         self.ctx = ctx
         self.script = _Script()
         self.downloaded: set[str] = set()
+        self.variables: dict[str, str] = {}
+        self.cwd = ""
 
     def report(self, concept: str, line: int, detail: str = "", *,
                confidence: Confidence | None = None, severity: Severity | None = None) -> None:
         self.ctx.report(f"SH-{concept}", line, detail, confidence=confidence, severity=severity)
 
     def access(self, path: str, access: Access, line: int) -> None:
+        if self.cwd and path and not path.startswith(("/", "~", "$", UNKNOWN)):
+            path = posixpath.join(self.cwd, path)
         for concept, ident in classify_path(path, access):
             self.report(concept, line, ident)
         if path.endswith("/environ"):
@@ -101,7 +113,15 @@ class ShellScanner:
             self.report("REVSHELL", pipeline.commands[0].line, "shell piped to a socket")
 
     def _invocation(self, command: Command) -> Invocation:
-        unwrapped = unwrap(command.words)
+        words = [self._expand(w) for w in command.words]
+        unwrapped = unwrap(words)
+        if not unwrapped.name and unwrapped.assignments and not command.pipeline.background:
+            for name, value in unwrapped.assignments:
+                self.variables[name] = value
+        if unwrapped.name == "cd":
+            target = normalize(unwrapped.args[0].text if unwrapped.args else "~")
+            known = "$" not in target and UNKNOWN not in target and target != "-"
+            self.cwd = normalize(posixpath.join(self.cwd, target)) if known else ""
         for name, _options in unwrapped.wrappers:
             if name in PRIVILEGE_WRAPPERS:
                 self.report("SUDO", command.line, name)
@@ -114,6 +134,17 @@ class ShellScanner:
                                                                              "0"):
                 self.report("ANTI-FORENSICS", command.line, name)
         return Invocation(unwrapped.name, unwrapped.args, command.line, command)
+
+    def _expand(self, word: Token) -> Token:
+        """Substitute ``$name``/``${name}`` of variables assigned earlier in the script."""
+        if "$" not in word.text or not self.variables:
+            return word
+        def value(match: re.Match[str]) -> str:
+            return self.variables.get(match.group(1) or match.group(2), match.group(0))
+        text = _VARIABLE.sub(value, word.text)
+        if text == word.text:
+            return word
+        return Token(text, word.line, word.op, word.quoted, word.substs, word.heredoc)
 
     def _stdin_override(self, command: Command, inv: Invocation) -> Stream | None:
         for op, target in command.redirs:
