@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from itertools import cycle
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from guard_plugins import Guard, GuardBlocked, Hook, Policy
@@ -13,7 +13,7 @@ from guard_plugins.testing import FunctionBackend
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langchain_core.tools import BaseTool, tool
+from langchain_core.tools import BaseTool, InjectedToolCallId, tool
 from langchain_support import ToolCallingFakeModel, keyword_verdict
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
@@ -268,3 +268,25 @@ def test_custom_name_allows_two_instances(guard: Guard) -> None:
         {"messages": [("user", "hi")]}
     )
     assert state["messages"][-1].content == "hello"
+
+
+@pytest.mark.parametrize("call", ["sync", "async"])
+async def test_tool_results_inside_commands_are_checked(call: str, guard: Guard) -> None:
+
+    @tool
+    def lookup(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command[Any]:
+        """Look something up."""
+        message = ToolMessage("credit card dump: 4111 1111", tool_call_id=tool_call_id)
+        return Command(update={"messages": [message]})
+
+    model = ToolCallingFakeModel(
+        responses=[
+            AIMessage("", tool_calls=[{"name": "lookup", "args": {"query": "x"}, "id": "q1"}]),
+            AIMessage("Nothing to share."),
+        ]
+    )
+    agent = create_agent(model, [lookup], middleware=[LlamaGuardMiddleware(guard)])
+    state = await run(agent, call, {"messages": [HumanMessage("look up x")]})
+    result = next(m for m in state["messages"] if isinstance(m, ToolMessage))
+    assert result.status == "error"
+    assert "4111" not in result.text

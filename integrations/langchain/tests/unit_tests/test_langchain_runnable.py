@@ -420,3 +420,16 @@ def test_http_image_urls_surface_an_image_error(guard: Guard) -> None:
     message = HumanMessage([{"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}])
     with pytest.raises(ImageError, match="not fetched"):
         GuardRunnable.wrap(model(), guard).invoke([message])
+
+
+async def test_backend_failure_fails_closed() -> None:
+    from guard_plugins import BackendUnavailable
+    from guard_plugins.testing import ScriptedBackend
+
+    guard = Guard(ScriptedBackend([BackendUnavailable("down"), BackendUnavailable("down")]))
+    with pytest.raises(GuardBlocked) as info:
+        GuardRunnable.wrap(model(), guard).invoke("hello")
+    assert info.value.decision.failed
+    assert info.value.decision.rule == "fail_closed:BackendUnavailable"
+    reply = await GuardRunnable.output(guard).ainvoke(AIMessage("hello", id="m"))
+    assert (reply.id, reply.content) == ("m", "I can't share that response.")
