@@ -16,8 +16,12 @@ PY, SH = "python", "shell"
 # rule id -> (language, positives, negatives)
 CASES: dict[str, tuple[str, list[str], list[str]]] = {
     "PY-FORKBOMB": (PY, ["import os\nwhile True:\n    os.fork()",
-                         "from os import fork\nwhile 1:\n    fork()\n    fork()"],
+                         "from os import fork\nwhile 1:\n    fork()\n    fork()",
+                         "import os\ndef b():\n    os.fork()\n    b()\nb()",
+                         "import threading\ndef f():\n    threading.Thread(target=f).start()\n"
+                         "    threading.Thread(target=f).start()\nf()"],
                     ["import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)",
+                     "def fact(n):\n    return 1 if n < 2 else n * fact(n - 1)",
                      "import os\nwhile True:\n    if os.fork() == 0:\n        os._exit(0)\n"
                      "    break"]),
     "SH-FORKBOMB": (SH, [":(){ :|:& };:", "b(){ b|b& }; b", "perl -e 'fork while fork'"],
@@ -128,7 +132,8 @@ CASES: dict[str, tuple[str, list[str], list[str]]] = {
                            "pip install torch --index-url https://download.pytorch.org/whl/cpu"]),
     "PY-DESTRUCTIVE-DELETE": (PY, ["import shutil\nshutil.rmtree('/')",
                                    "import shutil, os\nshutil.rmtree(os.path.expanduser('~'))",
-                                   "import shutil\nshutil.rmtree('/etc')"],
+                                   "import shutil\nshutil.rmtree('/etc')",
+                                   "import shutil, os\nshutil.rmtree(os.sep)"],
                               ["import shutil\nshutil.rmtree('build')",
                                "import os\nfrom glob import glob\nfor f in glob('*.o'):\n"
                                "    os.remove(f)",
@@ -166,6 +171,7 @@ CASES: dict[str, tuple[str, list[str], list[str]]] = {
                             ["getenforce", "ufw status", "iptables -L",
                              "systemctl stop nginx"]),
     "PY-ANTI-FORENSICS": (PY, ["import os\nos.remove(os.path.expanduser('~/.bash_history'))",
+                               "import os\nos.environ['HISTFILE'] = '/dev/null'",
                                "open('/var/log/auth.log', 'w').close()"],
                           ["print(open('/var/log/syslog').read()[-100:])"]),
     "SH-ANTI-FORENSICS": (SH, ["history -c", "unset HISTFILE", "export HISTFILE=/dev/null",

@@ -34,6 +34,10 @@ _MAX_INT_BITS = 4096
 _MAX_REENTRY = 8
 
 
+_MODULE_CONSTANTS: dict[str, object] = {
+    "os.sep": "/", "os.path.sep": "/", "os.curdir": ".", "os.pardir": "..", "os.linesep": "\n",
+    "os.devnull": "/dev/null", "sys.executable": "python3",
+}
 _BINOPS: dict[type[ast.operator], Callable[[object, object], object]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod, ast.BitOr: operator.or_, ast.BitAnd: operator.and_,
@@ -111,6 +115,8 @@ class Evaluator:
             return self.lookup(node.id)
         if isinstance(node, ast.JoinedStr):
             return self._fstring(node, d)
+        if isinstance(node, ast.Attribute):
+            return _MODULE_CONSTANTS.get(self.qualname(node) or "", UNKNOWN)
         if isinstance(node, (ast.Tuple, ast.List)):
             if len(node.elts) > MAX_ITEMS:
                 return UNKNOWN

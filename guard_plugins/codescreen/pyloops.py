@@ -22,7 +22,7 @@ from guard_plugins.codescreen.pyvalues import UNKNOWN
 if TYPE_CHECKING:
     from guard_plugins.codescreen.python import PythonScanner
 
-__all__ = ["check_loop"]
+__all__ = ["check_loop", "check_self_replication"]
 
 _FORKS = frozenset({"os.fork", "os.forkpty", "pty.fork"})
 _SPAWN_PREFIXES = ("threading.Thread(", "multiprocessing.Process(", "multiprocessing.Pool(",
@@ -30,6 +30,8 @@ _SPAWN_PREFIXES = ("threading.Thread(", "multiprocessing.Process(", "multiproces
                    "os.spawn", "os.posix_spawn", "concurrent.futures.ThreadPoolExecutor(",
                    "concurrent.futures.ProcessPoolExecutor(", "multiprocessing.get_context(",
                    "threading.Timer(", "asyncio.create_subprocess")
+_SPAWN_CONSTRUCTORS = ("threading.Thread", "multiprocessing.Process", "threading.Timer",
+                       "multiprocessing.get_context")
 _EXITS = frozenset({"sys.exit", "exit", "quit", "os._exit", "os.abort", "next"})
 _BLOCKING = frozenset({"sleep", "accept", "recv", "recvfrom", "get", "wait", "join", "input",
                        "select", "poll", "readline", "read", "serve_forever", "communicate",
@@ -159,3 +161,31 @@ def _check_walk_delete(scan: PythonScanner, loop: ast.For | ast.AsyncFor) -> Non
             if callee in _DELETES or attr in ("unlink", "rmdir", "rmtree"):
                 scan.access(root, Access.DELETE_TREE, loop.lineno)
                 return
+
+
+def check_self_replication(scan: PythonScanner,
+                           func: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+    """A function that forks and calls itself, or starts itself as a thread/process target."""
+    name = func.name
+    forks = recurses = spawns_self = guarded = False
+    stack: list[ast.AST] = list(func.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        if isinstance(node, (ast.If, ast.While, ast.Return, ast.Raise, ast.IfExp)):
+            guarded = True
+        if isinstance(node, ast.Call):
+            callee = scan.scope.qualname(node.func) or ""
+            if callee in _FORKS:
+                forks = True
+            elif isinstance(node.func, ast.Name) and node.func.id == name:
+                recurses = True
+            elif callee.startswith(_SPAWN_PREFIXES) or callee.startswith(_SPAWN_CONSTRUCTORS):
+                spawns_self = spawns_self or any(
+                    k.arg == "target" and isinstance(k.value, ast.Name) and k.value.id == name
+                    for k in node.keywords)
+        stack.extend(ast.iter_child_nodes(node))
+    if (forks and recurses) or spawns_self:
+        scan.report("FORKBOMB", func.lineno, f"{name} replicates itself",
+                    confidence="low" if guarded else "high")

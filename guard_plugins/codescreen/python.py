@@ -19,8 +19,9 @@ from guard_plugins.codescreen.findings import Confidence, Severity
 from guard_plugins.codescreen.paths import UNKNOWN as UNKNOWN_TEXT
 from guard_plugins.codescreen.paths import Access, classify_path
 from guard_plugins.codescreen.pycalls import MEMORY_LIMIT, SnippetState, check_call
-from guard_plugins.codescreen.pyloops import check_loop
+from guard_plugins.codescreen.pyloops import check_loop, check_self_replication
 from guard_plugins.codescreen.pyscope import Scope
+from guard_plugins.codescreen.pyvalues import UNKNOWN as UNKNOWN_VALUE
 from guard_plugins.codescreen.pyvalues import Huge, PathValue, walk
 
 __all__ = ["PythonScanner", "looks_like_shell", "scan_python"]
@@ -169,6 +170,7 @@ class PythonScanner:
         if isinstance(node, ast.Assign):
             taint = scope.taint_of(node.value)
             for target in node.targets:
+                self._environment_write(target, node.value, node.lineno)
                 scope.bind(target, node.value, taint)
                 self._remember_file(target, node.value)
         elif isinstance(node, ast.AnnAssign) and node.value is not None:
@@ -188,10 +190,40 @@ class PythonScanner:
                     scope.bind(item.optional_vars, item.context_expr,
                                scope.taint_of(item.context_expr))
                     self._remember_file(item.optional_vars, item.context_expr)
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            self._mutation(node.value)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            check_self_replication(self, node)
             arguments = node.args
             for arg in arguments.posonlyargs + arguments.args + arguments.kwonlyargs:
                 scope.bind(ast.Name(id=arg.arg, ctx=ast.Store()), None, frozenset())
+
+    def _mutation(self, call: ast.Call) -> None:
+        """``cmd.append("/")`` on a constant list keeps the constant up to date."""
+        func = call.func
+        if not isinstance(func, ast.Attribute) or not isinstance(func.value, ast.Name):
+            return
+        current = self.scope.consts.get(func.value.id)
+        if not isinstance(current, tuple) or func.attr not in ("append", "extend") or (
+                len(call.args) != 1):
+            return
+        item = self.scope.ev.value(call.args[0])
+        if item is UNKNOWN_VALUE:
+            self.scope.consts.pop(func.value.id, None)
+        elif func.attr == "append":
+            self.scope.consts[func.value.id] = (*current, item)
+        elif isinstance(item, tuple):
+            self.scope.consts[func.value.id] = current + item
+
+    def _environment_write(self, target: ast.expr, value: ast.expr, line: int) -> None:
+        """``os.environ["HISTFILE"] = "/dev/null"`` switches shell history off."""
+        if not isinstance(target, ast.Subscript) or self.scope.qualname(target.value) != (
+                "os.environ"):
+            return
+        key = self.scope.ev.value(target.slice)
+        if key in ("HISTFILE", "HISTSIZE", "HISTFILESIZE") and self.scope.ev.value(value) in (
+                "", "/dev/null", "0"):
+            self.report("ANTI-FORENSICS", line, str(key))
 
     def _bind_listing(self, target: ast.expr, listing: ast.expr) -> None:
         """``for p in glob.glob("/var/log/*")``: `p` is a path under that directory."""

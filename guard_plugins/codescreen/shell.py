@@ -5,6 +5,8 @@ pipeline, tracks what flows into each command's stdin (a download, literal text,
 environment dump). Interpreters that execute their input (``sh``, ``bash -c``, ``python -c``,
 ``eval``, ``source``, here-documents) are scanned recursively in their own language; per-program
 checks come from `shell_commands.CHECKS`; loop and function bodies are tracked for fork bombs.
+Variables assigned earlier in the script are substituted (``x=rm; $x -rf /``) and ``cd`` is
+followed, so relative paths are judged where they point (``cd / && rm -rf *``).
 """
 
 from __future__ import annotations
