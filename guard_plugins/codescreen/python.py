@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
+import warnings
 from collections.abc import Iterator
 
 from guard_plugins.codescreen.context import ScanContext
 from guard_plugins.codescreen.findings import Confidence, Severity
 from guard_plugins.codescreen.paths import UNKNOWN as UNKNOWN_TEXT
-from guard_plugins.codescreen.paths import Access, classify_path
+from guard_plugins.codescreen.paths import Access, classify_path, find_metadata_host
 from guard_plugins.codescreen.pycalls import MEMORY_LIMIT, SnippetState, check_call
 from guard_plugins.codescreen.pyloops import check_loop, check_self_replication
 from guard_plugins.codescreen.pyscope import Scope
@@ -26,6 +28,7 @@ from guard_plugins.codescreen.pyvalues import Huge, PathValue, walk
 
 __all__ = ["PythonScanner", "looks_like_shell", "scan_python"]
 
+_PARSE_LOCK = threading.Lock()
 _REPAIR_ATTEMPTS = 12
 _REPAIR_MAX_CHARS = 200_000
 _SHELL_LINE = re.compile(
@@ -152,9 +155,15 @@ class PythonScanner:
     def _argument_paths(self, call: ast.Call) -> None:
         """Any path or URL a call receives is checked for secrets, sockets and metadata hosts."""
         for arg in list(call.args) + [k.value for k in call.keywords]:
-            if not self._stringish(arg):
+            if type(arg) is ast.Constant:
+                value = getattr(arg, "value", None)
+                if not isinstance(value, str) or ("/" not in value and "~" not in value and (
+                        not find_metadata_host(value))):
+                    continue
+            elif not self._stringish(arg):
                 continue
-            value = self.scope.ev.value(arg)
+            else:
+                value = self.scope.ev.value(arg)
             texts = [v for v in (value if isinstance(value, tuple) else (value,))
                      if isinstance(v, (str, PathValue))]
             if not texts:
@@ -162,7 +171,7 @@ class PythonScanner:
                 texts = [partial] if partial else []
             for text in texts:
                 path = text.path if isinstance(text, PathValue) else text
-                if len(path) < 4096 and ("/" in path or path.startswith("~") or "." in path):
+                if len(path) < 4096 and ("/" in path or "~" in path or find_metadata_host(path)):
                     self.access(path, Access.READ, call.lineno)
 
     def _bindings(self, node: ast.stmt) -> None:
@@ -326,10 +335,20 @@ def _notebook(text: str, ctx: ScanContext) -> str:
     return "\n".join(out)
 
 
+def _quiet_parse(text: str) -> ast.Module:
+    """`ast.parse` without leaking SyntaxWarnings (``"\\d"``) into the host's warning filters.
+
+    Under ``-W error`` such a warning would otherwise turn valid code into a SyntaxError.
+    """
+    with _PARSE_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(text)
+
+
 def _parse(text: str) -> tuple[ast.Module | None, list[tuple[int, str]]]:
     """The module and the lines blanked to make it parse (module None: gave up)."""
     try:
-        return ast.parse(text), []
+        return _quiet_parse(text), []
     except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
         if len(text) > _REPAIR_MAX_CHARS:
             return None, []
@@ -337,7 +356,7 @@ def _parse(text: str) -> tuple[ast.Module | None, list[tuple[int, str]]]:
     blanked: list[tuple[int, str]] = []
     for _attempt in range(_REPAIR_ATTEMPTS):
         try:
-            return ast.parse("\n".join(lines)), blanked
+            return _quiet_parse("\n".join(lines)), blanked
         except SyntaxError as error:
             number = error.lineno or 0
             if not 0 < number <= len(lines) or lines[number - 1].strip() == "pass":
