@@ -42,7 +42,7 @@ unit: $(STAMP)
 		--reliability-report docs/reliability.md $(PYTEST_ARGS)
 
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 # Everything CI runs: lint, strict type checks, all tests (core + both integrations), docs build.
 test: lint typecheck unit docs
