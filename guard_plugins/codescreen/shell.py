@@ -48,7 +48,7 @@ _NET_TOOLS = frozenset({"nc", "ncat", "netcat", "socat", "telnet", "openssl", "s
                         "sftp", "ftp", "tftp", "curl", "wget", "mail", "sendmail", "mutt", "http"})
 _PUBLIC_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/var/www/", "/srv/", "/usr/share/nginx/")
 _VARIABLE = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
-_PASSTHROUGH_ENV = frozenset({"env", "printenv"})
+_ENV_DUMPERS = frozenset({"env", "printenv"})
 _SAFE_INDEXES = re.compile(r"^https://(?:pypi\.org|files\.pythonhosted\.org|download\.pytorch\."
                            r"org|pypi\.nvidia\.com|test\.pypi\.org)(?:/|$)")
 
@@ -106,7 +106,7 @@ class ShellScanner:
             stdin = self._stdin_override(command, inv) or stream
             self._command(command, inv, stdin)
             stream = command_output(inv, stdin, self.downloaded)
-            if stream is not None and stream.kind == "env" and inv.name in _PASSTHROUGH_ENV:
+            if stream is not None and stream.kind == "env" and inv.name in _ENV_DUMPERS:
                 self._env_dump(inv.line)
             names.append(inv.name)
         has_shell = any(n in SHELLS for n in names)
@@ -229,12 +229,12 @@ class ShellScanner:
                     self.report("REVSHELL", command.line, "/dev/tcp redirect")
                 else:
                     self.script.send_line = self.script.send_line or command.line
-                    if (stdin is not None and stdin.kind == "env") or inv.name in _PASSTHROUGH_ENV:
+                    if (stdin is not None and stdin.kind == "env") or inv.name in _ENV_DUMPERS:
                         self.report("ENV-EXFIL", command.line, "env dump to /dev/tcp")
                 continue
             writes = ">" in op
             self.access(text, Access.WRITE if writes else Access.READ, command.line)
-            dumping = inv.name in _PASSTHROUGH_ENV or (stdin is not None and stdin.kind == "env")
+            dumping = inv.name in _ENV_DUMPERS or (stdin is not None and stdin.kind == "env")
             if writes and dumping and text.startswith(_PUBLIC_DIRS):
                 self.report("ENV-EXFIL", command.line, f"env dump written to {text}")
 
