@@ -100,13 +100,15 @@ def model_description(path: Path) -> dict[str, Any]:
     return described
 
 
-def load_backend(path: Path, device: str, max_batch_size: int) -> Any:
-    """Our `TransformersBackend` on `path` (prefix cache on, batches up to `max_batch_size`)."""
+def load_backend(path: Path, device: str) -> Any:
+    """Our `TransformersBackend` on `path`, with its default options (prefix cache on).
+
+    The throughput suite changes ``max_batch_size`` per run and restores it, so the guard suite
+    sees the backend as users get it.
+    """
     from guard_plugins.backends.transformers import TransformersBackend
 
-    return TransformersBackend.from_pretrained(
-        path, device=device, local_files_only=True, max_batch_size=max_batch_size
-    )
+    return TransformersBackend.from_pretrained(path, device=device, local_files_only=True)
 
 
 @dataclass(frozen=True)

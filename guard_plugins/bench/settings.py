@@ -44,7 +44,7 @@ class BenchSettings:
             dev_model_size="bench",
             prompts_per_workload=12,
             batch_sizes=(1, 8, 32),
-            rounds=2,
+            rounds=3,
             guard_concurrency_model=16,
             guard_concurrency_simulated=32,
             guard_simulated_delay_s=0.05,
@@ -100,8 +100,7 @@ class BenchContext:
         if self._backend is None and self.model_path is not None:
             from guard_plugins.bench.models import load_backend
 
-            batch = max(self.settings.batch_sizes)
-            self._backend = load_backend(self.model_path, self.device, batch)
+            self._backend = load_backend(self.model_path, self.device)
         return self._backend
 
     @property
