@@ -49,8 +49,8 @@ def _check_backend(suite: dict[str, Any]) -> None:
     assert suite["unsafe_path"]["tokens_per_check"] > ours["tokens_per_check"]
     bucketing = suite["length_bucketing"]
     assert bucketing["bucketed_padding_tokens"] <= bucketing["arrival_order_padding_tokens"]
-    for entry in ours["by_batch"].values():
-        assert {"throughput_cps", "relative_to_batch_1", "padding_tokens",
+    for entry in [*ours["by_batch"].values(), suite["single_sub_batch"]]:
+        assert {"throughput_cps", "relative_to_batch_1", "padding_tokens", "sub_batch_limit",
                 "peak_working_rss_mb"} <= set(entry)
 
 

@@ -4,12 +4,17 @@ Runs are *interleaved*: each round runs every unit once, in an order rotated fro
 so slow drifts in machine load (shared cores) hit all units alike; results are medians over
 rounds, and ratios between units are taken round by round before the median.
 
-Units over the same prompt set (the first `max(batch_sizes)` prompts):
+Units over the same prompt set (the first `max(batch_sizes)` prompts), the backend configured as
+users get it (``max_batch_size=8``):
 
-- ``"1"``, ``"8"``, ``"32"``: calls of that many requests in arrival order (each call at most one
-  backend sub-batch, so no sorting happens);
-- ``"bucketed"``: all prompts in one call with a sub-batch limit of 8 — the backend sorts them by
-  length before cutting sub-batches. Compared with unit ``"8"``, it shows what bucketing saves.
+- ``"1"``, ``"8"``, ``"32"``: calls of that many requests. A call larger than the sub-batch limit
+  is sorted by length and cut into sub-batches (length bucketing); a call within the limit runs
+  as one sub-batch in arrival order.
+- ``"single_sub_batch"``: the same call of 32 with the limit raised to 32 — one sub-batch, padded
+  to its longest prompt.
+
+Length bucketing is measured as the largest call (sorted sub-batches of 8) against calls of 8 in
+arrival order: the same sub-batch size, only the grouping differs.
 """
 
 from __future__ import annotations
@@ -24,13 +29,13 @@ from guard_plugins.bench.measure import median, ratio, summarize
 from guard_plugins.bench.settings import BenchContext
 from guard_plugins.conversation import Conversation
 
-__all__ = ["BUCKET_LIMIT", "SAFE_PATH", "Driver", "measure_throughput", "measure_unsafe_path"]
+__all__ = ["SAFE_PATH", "Driver", "measure_throughput", "measure_unsafe_path"]
 
 #: threshold for the safe path: categories are never decoded (score 1.0 does not occur)
 SAFE_PATH = 1.0
 #: threshold for the unsafe path: categories are always decoded
 UNSAFE_PATH = 1e-6
-BUCKET_LIMIT = 8
+SINGLE = "single_sub_batch"
 
 
 def request(conversation: Conversation, threshold: float = SAFE_PATH) -> ClassificationRequest:
@@ -57,22 +62,21 @@ def _run_unit(
     ctx: BenchContext, driver: Driver, unit: str, conversations: Sequence[Conversation]
 ) -> dict[str, Any]:
     backend = driver.backend
-    size = BUCKET_LIMIT if unit == "bucketed" else int(unit)
-    calls = (
-        [list(conversations)] if unit == "bucketed"
-        else [conversations[i: i + size] for i in range(0, len(conversations), size)]
-    )
+    size = len(conversations) if unit == SINGLE else int(unit)
+    calls = [conversations[i: i + size] for i in range(0, len(conversations), size)]
     saved = backend.max_batch_size
-    backend.max_batch_size = size
+    if unit == SINGLE:
+        backend.max_batch_size = size
     backend.stats.reset()
     try:
         start = time.perf_counter()
-        with ctx.monitor.phase(f"backend_{unit}" if unit == "bucketed" else f"backend_b{unit}"):
+        with ctx.monitor.phase(f"backend_{unit}" if unit == SINGLE else f"backend_b{unit}"):
             for call in calls:
                 driver.classify(call)
         seconds = time.perf_counter() - start
     finally:
         backend.max_batch_size = saved
+    limit = size if unit == SINGLE else saved
     stats = backend.stats
     computed, padding = int(stats.tokens_computed), int(stats.padding_tokens)
     return {
@@ -82,7 +86,7 @@ def _run_unit(
         "padding_fraction": ratio(padding, padding + computed),
         "forward_passes": int(stats.forward_passes),
         "calls": len(calls),
-        "largest_sub_batch": min(size, max(len(c) for c in calls)),
+        "sub_batch_limit": limit,
     }
 
 
@@ -92,7 +96,9 @@ def measure_throughput(
     """Interleaved rounds of every unit; medians, and ratios to unit ``"1"`` per round."""
     sizes = ctx.settings.batch_sizes
     chosen = list(conversations[: max(sizes)])
-    units = [str(b) for b in sizes] + ["bucketed"]
+    limit = int(driver.backend.max_batch_size)
+    arrival = str(limit)
+    units = [str(b) for b in sizes] + [SINGLE] + ([] if limit in sizes else [arrival])
     runs: dict[str, list[dict[str, Any]]] = {u: [] for u in units}
     for round_index in range(ctx.settings.rounds):
         shift = round_index % len(units)
@@ -117,21 +123,21 @@ def measure_throughput(
             "padding_fraction": _round(last["padding_fraction"]),
             "forward_passes": last["forward_passes"],
             "calls": last["calls"],
-            "largest_sub_batch": last["largest_sub_batch"],
+            "sub_batch_limit": last["sub_batch_limit"],
             "rounds": len(samples),
         }
-    arrival = str(BUCKET_LIMIT) if str(BUCKET_LIMIT) in runs else first
+    largest = str(max(sizes))
     return {
         "checks": len(chosen),
         "units": by_unit,
         "bucketing": {
-            "sub_batch_limit": BUCKET_LIMIT,
+            "sub_batch_limit": limit,
             "checks": len(chosen),
-            "bucketed_padding_tokens": by_unit["bucketed"]["padding_tokens"],
+            "bucketed_padding_tokens": by_unit[largest]["padding_tokens"],
             "arrival_order_padding_tokens": by_unit[arrival]["padding_tokens"],
-            "bucketed_padding_fraction": by_unit["bucketed"]["padding_fraction"],
+            "bucketed_padding_fraction": by_unit[largest]["padding_fraction"],
             "arrival_order_padding_fraction": by_unit[arrival]["padding_fraction"],
-            "throughput_ratio": paired("bucketed", arrival),
+            "throughput_ratio": paired(largest, arrival),
         },
     }
 
