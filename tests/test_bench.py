@@ -46,7 +46,8 @@ def _check_backend(suite: dict[str, Any]) -> None:
     assert suite["prefix_cache_off"]["tokens_per_check"] == pytest.approx(mean_prompt + 1, abs=0.1)
     assert ours["tokens_per_check"] < suite["prefix_cache_off"]["tokens_per_check"] - 100
     assert ours["decoded_fraction"] == 0.0  # threshold 1.0: the safe path
-    assert suite["unsafe_path"]["tokens_per_check"] > ours["tokens_per_check"]
+    unsafe = suite["unsafe_path"]
+    assert unsafe["tokens_per_check"] >= unsafe["safe_path_tokens_per_check"] + 3  # unsafe, \n, code
     bucketing = suite["length_bucketing"]
     assert bucketing["bucketed_padding_tokens"] <= bucketing["arrival_order_padding_tokens"]
     for entry in [*ours["by_batch"].values(), suite["single_sub_batch"]]:

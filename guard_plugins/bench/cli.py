@@ -52,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dev-size", choices=["tiny", "bench"], help="dev model size (default bench; tiny --quick)"
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run for CI (< 1 minute)")
-    parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="JSON results file")
+    parser.add_argument(
+        "--out", type=Path, default=Path(DEFAULT_OUT), help=f"JSON results (default {DEFAULT_OUT})"
+    )
     parser.add_argument(
         "--suites", type=_suites, default=SUITES, help=f"comma-separated: {','.join(SUITES)}"
     )
@@ -70,7 +72,8 @@ def register(subparsers: Any) -> None:
     """Add the ``bench`` subcommand to the ``guard-plugins`` parser."""
     parser = subparsers.add_parser(
         "bench", help="benchmark the backend, guard, agent turn and adapters (CPU)",
-        description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+        description="Run the benchmark suites (docs/performance.md): print a table on stdout "
+        "and write the results as JSON. Timings are reported, never asserted.",
     )
     add_arguments(parser)
     parser.set_defaults(func=run_bench)

@@ -143,20 +143,26 @@ def measure_throughput(
 
 
 def measure_unsafe_path(driver: Driver, conversations: Sequence[Conversation]) -> dict[str, Any]:
-    """Checks that decode their categories (as a flagged check does), one at a time."""
+    """The same checks on the safe path and decoding their categories (as a flagged check does),
+    one at a time, alternating."""
     stats = driver.backend.stats
-    seconds: list[float] = []
-    tokens = 0
+    seconds: dict[float, list[float]] = {SAFE_PATH: [], UNSAFE_PATH: []}
+    tokens: dict[float, int] = {SAFE_PATH: 0, UNSAFE_PATH: 0}
     for conversation in conversations:
-        stats.reset()
-        start = time.perf_counter()
-        driver.classify([conversation], UNSAFE_PATH)
-        seconds.append(time.perf_counter() - start)
-        tokens += int(stats.tokens_computed)
+        for threshold in (SAFE_PATH, UNSAFE_PATH):
+            stats.reset()
+            start = time.perf_counter()
+            driver.classify([conversation], threshold)
+            seconds[threshold].append(time.perf_counter() - start)
+            tokens[threshold] += int(stats.tokens_computed)
+    n = len(conversations)
     return {
         "threshold": UNSAFE_PATH,
-        "latency_ms": summarize(seconds, 1000).to_dict(1),
-        "tokens_per_check": round(tokens / len(conversations), 1),
+        "checks": n,
+        "latency_ms": summarize(seconds[UNSAFE_PATH], 1000).to_dict(1),
+        "tokens_per_check": round(tokens[UNSAFE_PATH] / n, 1),
+        "safe_path_latency_ms": summarize(seconds[SAFE_PATH], 1000).to_dict(1),
+        "safe_path_tokens_per_check": round(tokens[SAFE_PATH] / n, 1),
     }
 
 
