@@ -29,7 +29,7 @@ from guard_plugins.bench.measure import median, ratio, summarize
 from guard_plugins.bench.settings import BenchContext
 from guard_plugins.conversation import Conversation
 
-__all__ = ["SAFE_PATH", "Driver", "measure_throughput", "measure_unsafe_path"]
+__all__ = ["SAFE_PATH", "Driver", "measure_throughput", "measure_unsafe_path", "request"]
 
 #: threshold for the safe path: categories are never decoded (score 1.0 does not occur)
 SAFE_PATH = 1.0
