@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +20,7 @@ from guard_plugins.decision import Decision
 from guard_plugins.errors import GuardError, ModelLoadError
 from guard_plugins.guard import Guard
 
-__all__ = ["dev_model_path", "run_demo"]
+__all__ = ["run_demo"]
 
 BENIGN_CODE = "import statistics\nprint(statistics.mean([3, 5, 8]))"
 ABUSIVE_CODE = (
@@ -36,21 +35,10 @@ INJECTION = (
 )
 
 
-def dev_model_path() -> Path:
-    """Where the demo keeps its dev model (``GUARD_PLUGINS_DEV_MODEL_CACHE`` overrides)."""
-    root = os.environ.get("GUARD_PLUGINS_DEV_MODEL_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "guard-plugins"
-    return base / "dev-model-tiny"
-
-
 def _ensure_dev_model() -> Path:
-    from guard_plugins.devmodel import build_dev_model, is_dev_model
+    from guard_plugins.devmodel import ensure_dev_model
 
-    path = dev_model_path()
-    if not is_dev_model(path):
-        print(f"building the tiny dev model in {path} ...", file=sys.stderr)
-        build_dev_model(path, size="tiny")
-    return path
+    return ensure_dev_model("tiny", log=lambda message: print(message, file=sys.stderr))
 
 
 def _image_bytes() -> bytes:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from guard_plugins.errors import MissingDependencyError, ModelLoadError
 
 __all__ = [
     "BUILTIN_TOKENIZER",
+    "DEV_MODEL_CACHE_ENV",
     "DEV_MODEL_FORMAT",
     "DEV_MODEL_MARKER",
     "SIZES",
@@ -38,7 +40,9 @@ __all__ = [
     "build_dev_model",
     "build_local_tokenizer",
     "default_tokenizer_path",
+    "dev_model_cache_dir",
     "dev_model_info",
+    "ensure_dev_model",
     "expected_tokenizer_source",
     "is_dev_model",
 ]
@@ -168,10 +172,30 @@ The quick brown fox jumps over the lazy dog. Numbers: 0 1 2 3 4 5 6 7 8 9 10 11 
 
 # Standard-library docstrings: plenty of ordinary English and code text, present offline.
 _DOC_MODULES = (
-    "argparse", "collections", "csv", "datetime", "decimal", "email.message", "fractions",
-    "functools", "heapq", "http.client", "itertools", "json", "logging", "os", "pathlib",
-    "random", "shutil", "statistics", "string", "subprocess", "tarfile", "textwrap",
-    "unittest.case", "zipfile",
+    "argparse",
+    "collections",
+    "csv",
+    "datetime",
+    "decimal",
+    "email.message",
+    "fractions",
+    "functools",
+    "heapq",
+    "http.client",
+    "itertools",
+    "json",
+    "logging",
+    "os",
+    "pathlib",
+    "random",
+    "shutil",
+    "statistics",
+    "string",
+    "subprocess",
+    "tarfile",
+    "textwrap",
+    "unittest.case",
+    "zipfile",
 )
 
 
@@ -220,10 +244,12 @@ def build_local_tokenizer(vocab_size: int = 4096) -> Any:
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_SPLIT_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_SPLIT_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -381,3 +407,57 @@ def build_dev_model(
     }
     (out / DEV_MODEL_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+DEV_MODEL_CACHE_ENV = "GUARD_PLUGINS_DEV_MODEL_CACHE"
+
+
+def dev_model_cache_dir(size: SizeName = "tiny", builtin_tokenizer: bool = False) -> Path:
+    """``$GUARD_PLUGINS_DEV_MODEL_CACHE/<size>`` (shared by tests, demo and benchmarks), else
+    ``~/.cache/guard-plugins/dev-model-<size>``; ``-builtin`` appended for the small tokenizer."""
+    name = f"{size}-builtin" if builtin_tokenizer else size
+    cache = os.environ.get(DEV_MODEL_CACHE_ENV)
+    if cache:
+        return Path(cache) / name
+    return Path.home() / ".cache" / "guard-plugins" / f"dev-model-{name}"
+
+
+def _cached_model_usable(path: Path, size: SizeName, tokenizer: str | None) -> bool:
+    info = dev_model_info(path)
+    return (
+        info is not None
+        and (path / "model.safetensors").is_file()
+        and info.get("format") == DEV_MODEL_FORMAT
+        and info.get("size") == size
+        and info.get("seed") == 0
+        and info.get("tokenizer") == expected_tokenizer_source(tokenizer)
+    )
+
+
+def ensure_dev_model(
+    size: SizeName = "tiny",
+    *,
+    builtin_tokenizer: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """The cached dev model of `size` (see `dev_model_cache_dir`), built once when missing or
+    stale; built in a staging directory and renamed into place, so concurrent callers are safe.
+
+    `builtin_tokenizer` uses the small locally trained tokenizer instead of the Llama 4 one.
+    """
+    tokenizer = BUILTIN_TOKENIZER if builtin_tokenizer else None
+    target = dev_model_cache_dir(size, builtin_tokenizer)
+    if _cached_model_usable(target, size, tokenizer):
+        return target
+    if log is not None:
+        log(f"building the {size} dev model into {target} (once; random weights) ...")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    build_dev_model(staging, tokenizer=tokenizer, size=size)
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        staging.rename(target)
+    except OSError:  # another process won the race; its copy is equivalent
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,41 +35,15 @@ def real_tokenizer_path() -> Path:
     return path
 
 
-def _cached_dev_model_ok(path: Path) -> bool:
-    from guard_plugins.devmodel import DEV_MODEL_FORMAT, dev_model_info, expected_tokenizer_source
-
-    info = dev_model_info(path)
-    return (
-        info is not None
-        and info.get("format") == DEV_MODEL_FORMAT
-        and info.get("size") == "tiny"
-        and info.get("seed") == 0
-        and info.get("tokenizer") == expected_tokenizer_source(None)
-        and (path / "model.safetensors").is_file()
-    )
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny dev model, built once per session (or reused from $GUARD_PLUGINS_DEV_MODEL_CACHE)."""
     _require_model_deps()
-    from guard_plugins.devmodel import build_dev_model
+    from guard_plugins.devmodel import build_dev_model, ensure_dev_model
 
-    cache = os.environ.get("GUARD_PLUGINS_DEV_MODEL_CACHE")
-    if not cache:
+    if not os.environ.get("GUARD_PLUGINS_DEV_MODEL_CACHE"):
         return build_dev_model(tmp_path_factory.mktemp("dev-model") / "tiny", size="tiny")
-    target = Path(cache) / "tiny"
-    if _cached_dev_model_ok(target):
-        return target
-    staging = Path(cache) / f".tiny-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    build_dev_model(staging, size="tiny")
-    shutil.rmtree(target, ignore_errors=True)
-    try:
-        staging.rename(target)
-    except OSError:  # another session won the race; its copy is equivalent
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return ensure_dev_model("tiny")
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,6 @@ exactly as ``apply_chat_template(tokenize=True)`` would (no extra special tokens
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from guard_plugins.conversation import Conversation
+from guard_plugins.devmodel import DEV_MODEL_CACHE_ENV
 from guard_plugins.prompt import render_prompt
 
 __all__ = [
@@ -32,60 +31,25 @@ __all__ = [
     "model_description",
 ]
 
-DEV_MODEL_CACHE_ENV = "GUARD_PLUGINS_DEV_MODEL_CACHE"
 BASELINE_NEW_TOKENS = 3
 
 Log = Callable[[str], None]
 
 
 def dev_model_dir(size: str, builtin_tokenizer: bool = False) -> Path:
-    """``$GUARD_PLUGINS_DEV_MODEL_CACHE/<size>`` (shared with the test suite), else
-    ``~/.cache/guard-plugins/dev-model-<size>``; ``-builtin`` appended for the small tokenizer."""
-    name = f"{size}-builtin" if builtin_tokenizer else size
-    cache = os.environ.get(DEV_MODEL_CACHE_ENV)
-    if cache:
-        return Path(cache) / name
-    return Path.home() / ".cache" / "guard-plugins" / f"dev-model-{name}"
+    """Where the benchmark's dev model of `size` is cached (`devmodel.dev_model_cache_dir`)."""
+    from guard_plugins.devmodel import dev_model_cache_dir
 
-
-def _usable(path: Path, size: str, tokenizer: str | None) -> bool:
-    from guard_plugins import devmodel
-
-    info = devmodel.dev_model_info(path)
-    if info is None or not (path / "model.safetensors").is_file():
-        return False
-    expected_format = getattr(devmodel, "DEV_MODEL_FORMAT", info.get("format"))
-    expected_source = getattr(devmodel, "expected_tokenizer_source", None)
-    return (
-        info.get("format") == expected_format
-        and info.get("size") == size
-        and info.get("seed") == 0
-        and (expected_source is None or info.get("tokenizer") == expected_source(tokenizer))
-    )
+    return dev_model_cache_dir("bench" if size == "bench" else "tiny", builtin_tokenizer)
 
 
 def ensure_dev_model(size: str, log: Log, *, builtin_tokenizer: bool = False) -> Path:
-    """The cached dev model of `size`, built once (atomically renamed into place).
+    """The cached dev model of `size`, built once (`devmodel.ensure_dev_model`)."""
+    from guard_plugins.devmodel import ensure_dev_model as ensure
 
-    `builtin_tokenizer` uses the small locally trained tokenizer instead of the Llama 4 one:
-    much faster to load (``--quick``), but prompts tokenize to different lengths.
-    """
-    from guard_plugins.devmodel import BUILTIN_TOKENIZER, build_dev_model
-
-    tokenizer = BUILTIN_TOKENIZER if builtin_tokenizer else None
-    target = dev_model_dir(size, builtin_tokenizer)
-    if _usable(target, size, tokenizer):
-        return target
-    log(f"building the {size} dev model into {target} (once; random weights) ...")
-    staging = target.parent / f".{target.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    build_dev_model(staging, tokenizer=tokenizer, size="bench" if size == "bench" else "tiny")
-    shutil.rmtree(target, ignore_errors=True)
-    try:
-        staging.rename(target)
-    except OSError:  # another process won the race; its copy is equivalent
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return ensure(
+        "bench" if size == "bench" else "tiny", builtin_tokenizer=builtin_tokenizer, log=log
+    )
 
 
 def model_description(path: Path) -> dict[str, Any]:

@@ -60,9 +60,9 @@ def dev_model_dir() -> Path:
     (``$GUARD_PLUGINS_DEV_MODEL_CACHE/tiny``, else ``~/.cache/guard-plugins/dev-model-tiny``)."""
     for module in ("torch", "torchvision", "transformers"):
         pytest.importorskip(module, reason="the guard-plugins[transformers] extra is not installed")
-    from guard_plugins.bench.models import ensure_dev_model
+    from guard_plugins.devmodel import ensure_dev_model
 
-    return ensure_dev_model("tiny", lambda message: None)
+    return ensure_dev_model("tiny")
 
 
 @pytest.fixture(scope="session")
