@@ -285,7 +285,9 @@ async def test_prefix_cache_matches_uncached_and_saves_tokens(
 
 
 async def test_prefix_cache_is_a_bounded_lru(tiny_backend: TransformersBackend) -> None:
-    backend = TransformersBackend(tiny_backend._model, tiny_backend.encoder, prefix_cache_size=1)
+    backend = TransformersBackend(
+        tiny_backend._model, tiny_backend.encoder, prefix_cache_size=1, conversation_cache_tokens=0
+    )
     for categories in (["S1", "S2"], ["S3"], ["S1", "S2"]):
         await backend.classify("hello", categories=categories)
     assert backend.stats.prefix_misses == 3 and len(backend._prefixes) == 1

@@ -34,9 +34,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from guard_plugins.backends._kv_reuse import ConversationCache, KVEntry
 from guard_plugins.backends.base import Backend, ClassificationRequest
 from guard_plugins.categories import CategorySpec
-from guard_plugins.conversation import ConversationLike
+from guard_plugins.conversation import AssessedRole, ConversationLike
 from guard_plugins.devmodel import is_dev_model
 from guard_plugins.errors import (
     BackendError,
@@ -47,7 +48,7 @@ from guard_plugins.errors import (
     PromptTooLongError,
 )
 from guard_plugins.images import ImagePart
-from guard_plugins.prompt import IMAGE_TOKEN, RenderedPrompt
+from guard_plugins.prompt import IMAGE_TOKEN, RenderedPrompt, prompt_suffix
 from guard_plugins.verdict import Verdict, parse_verdict, score_from_logprobs
 
 __all__ = [
@@ -69,6 +70,9 @@ CHUNK_SIZE_WORKAROUND = 8192
 #: positions kept free after the prompt: "\n\n", "unsafe", "\n" and the category tokens
 DECODE_RESERVE = 32
 MAX_CATEGORY_TOKENS = 20
+#: a cached conversation is used when it covers at least this many ids past the template prefix
+#: (every conversation starts with "User:"; a couple of tokens do not pay for assembling the KV)
+MIN_CONVERSATION_REUSE = 8
 _HUB_KEYS = ("local_files_only", "revision", "token", "cache_dir", "force_download", "subfolder")
 _STRUCTURE = {
     "<|begin_of_text|>": 1,
@@ -133,7 +137,12 @@ class BackendStats:
     padding_tokens: int = 0
     decoded_checks: int = 0
     prefix_hits: int = 0
+    """Checks that reused cached KV (the template prefix, or more of a cached conversation)."""
     prefix_misses: int = 0
+    conversation_hits: int = 0
+    """Checks that reused a cached conversation beyond the template prefix."""
+    reused_tokens: int = 0
+    """Prompt positions taken from a cache instead of computed."""
 
     @property
     def tokens_per_check(self) -> float:
@@ -208,6 +217,14 @@ class _Encoded:
     image_count: int = 0
     prefix_key: str | None = None
     prefix_len: int = 0
+    reuse: KVEntry | None = None
+    """A cached conversation whose first `reuse_len` ids this prompt starts with."""
+    reuse_len: int = 0
+
+    @property
+    def reused(self) -> int:
+        """Leading positions whose KV comes from a cache."""
+        return self.reuse_len if self.reuse is not None else self.prefix_len
 
 
 class PromptEncoder:
@@ -485,6 +502,21 @@ class _CodeConstraint:
         return text
 
 
+def _text_parts(model: Any) -> tuple[Any, Any]:
+    """The text decoder (embeddings → layers → final norm) and the output head's weight.
+
+    (None, None) when the model is not laid out like `Llama4ForConditionalGeneration` (or the
+    head has a bias): the backend then calls the whole model and reads the full logits.
+    """
+    language_model = getattr(model, "language_model", None)
+    decoder = getattr(language_model, "model", None)
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if decoder is None or head is None or getattr(head, "bias", None) is not None:
+        return None, None
+    return decoder, head.weight
+
+
 def _may_have_processor(source: str) -> bool:
     local = os.path.isdir(source)
     return not local or any(
@@ -537,11 +569,6 @@ class _Job:
     categories_text: str | None = None
 
 
-@dataclass
-class _PrefixEntry:
-    ids: tuple[int, ...]
-    kv: list[tuple[Any, Any]]
-
 
 class TransformersBackend(Backend):
     """Llama Guard 4 run in-process by transformers (GPU or CPU).
@@ -579,11 +606,14 @@ class TransformersBackend(Backend):
         max_batch_tokens: int = 32768,
         prefix_cache: bool = True,
         prefix_cache_size: int = 8,
+        conversation_cache_tokens: int = 4096,
         source: str = "",
     ) -> None:
         torch, _ = _deps()
-        if max_batch_size < 1 or max_batch_tokens < 1 or prefix_cache_size < 0:
+        if max_batch_size < 1 or max_batch_tokens < 1:
             raise ValueError("max_batch_size and max_batch_tokens must be >= 1")
+        if prefix_cache_size < 0 or conversation_cache_tokens < 0:
+            raise ValueError("prefix_cache_size and conversation_cache_tokens must be >= 0")
         self._torch = torch
         self._model: Any = model
         self.encoder = encoder
@@ -605,7 +635,11 @@ class TransformersBackend(Backend):
         eos = text_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self._stop_ids = frozenset(eos_ids | {encoder.eot_id})
-        self._prefixes: OrderedDict[str, _PrefixEntry] = OrderedDict()
+        self._prefixes: OrderedDict[str, KVEntry] = OrderedDict()
+        self._conversations = ConversationCache(conversation_cache_tokens)
+        self._suffix_lengths: dict[AssessedRole, int] = {}
+        self._decoder, self._head_weight = _text_parts(model)
+        self._verdict_head: Any = None
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="guard-plugins-transformers"
         )
@@ -624,6 +658,7 @@ class TransformersBackend(Backend):
         max_batch_tokens: int = 32768,
         prefix_cache: bool = True,
         prefix_cache_size: int = 8,
+        conversation_cache_tokens: int = 4096,
         **kwargs: Any,
     ) -> TransformersBackend:
         """Load Llama Guard 4 (or a dev model) from the Hub or a local directory.
@@ -668,6 +703,7 @@ class TransformersBackend(Backend):
             max_batch_tokens=max_batch_tokens,
             prefix_cache=prefix_cache,
             prefix_cache_size=prefix_cache_size,
+            conversation_cache_tokens=conversation_cache_tokens,
             source=source,
         )
 
@@ -714,11 +750,26 @@ class TransformersBackend(Backend):
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
-        self._model = None
-        self._prefixes.clear()
+        self._model = self._decoder = self._head_weight = self._verdict_head = None
+        self.clear_cache()
         gc.collect()
         if self.device.type == "cuda":
             self._torch.cuda.empty_cache()
+
+    def clear_cache(self) -> None:
+        """Drop every cached prefix and conversation KV (the next checks start cold).
+
+        Waits for the model work already queued, which may be using them.
+        """
+        executor = self._executor
+        if executor is None:
+            self._clear_cache()
+        else:
+            executor.submit(self._clear_cache).result()
+
+    def _clear_cache(self) -> None:
+        self._prefixes.clear()
+        self._conversations.clear()
 
     def __repr__(self) -> str:
         return f"<TransformersBackend {self.source!r} device={self.device} dtype={self.dtype}>"
@@ -750,12 +801,10 @@ class TransformersBackend(Backend):
         ]
         for job in jobs:
             if self.prefix_cache:
-                key = job.request.prompt.prefix
-                job.encoded.prefix_len = self._usable_prefix(key, job.encoded.ids)
-                job.encoded.prefix_key = key if job.encoded.prefix_len else None
+                self._find_reusable(job.request, job.encoded)
         text_jobs = sorted(
             (j for j in jobs if j.encoded.pixel_values is None),
-            key=lambda j: (j.encoded.prefix_key or "", len(j.encoded.ids)),
+            key=lambda j: (j.encoded.prefix_key or "", len(j.encoded.ids) - j.encoded.reused),
         )
         groups: list[list[_Job]] = []
         for job in text_jobs:
@@ -786,6 +835,19 @@ class TransformersBackend(Backend):
             return Verdict(safe=True, raw="\n\nsafe", **common)
         return parse_verdict("\n\nunsafe\n" + job.categories_text, request.listed, **common)
 
+    def _find_reusable(self, request: ClassificationRequest, encoded: _Encoded) -> None:
+        """Set the template prefix of `encoded` and, for text, the longest cached conversation."""
+        key = request.prompt.prefix
+        encoded.prefix_len = self._usable_prefix(key, encoded.ids)
+        encoded.prefix_key = key if encoded.prefix_len else None
+        if encoded.prefix_key is None or encoded.pixel_values is not None:
+            return  # image positions depend on pixels the ids do not show: never reused
+        entry, shared = self._conversations.match(
+            key, encoded.ids, encoded.prefix_len + MIN_CONVERSATION_REUSE - 1
+        )
+        if entry is not None:
+            encoded.reuse, encoded.reuse_len = entry, min(shared, len(encoded.ids))
+
     def _usable_prefix(self, prefix: str, ids: Sequence[int]) -> int:
         """Length of `prefix` in tokens if its ids are a true prefix of `ids`, else 0."""
         prefix_ids = self.encoder.prefix_ids(prefix)
@@ -793,7 +855,7 @@ class TransformersBackend(Backend):
             return len(prefix_ids)
         return 0
 
-    def _prefix(self, key: str, ids: Sequence[int]) -> _PrefixEntry:
+    def _prefix(self, key: str, ids: Sequence[int]) -> KVEntry:
         entry = self._prefixes.get(key)
         if entry is not None and entry.ids == tuple(ids):
             self._prefixes.move_to_end(key)
@@ -804,7 +866,7 @@ class TransformersBackend(Backend):
         self._forward(
             input_ids=torch.tensor([list(ids)], device=self.device), past_key_values=cache
         )
-        entry = _PrefixEntry(tuple(ids), [(layer.keys, layer.values) for layer in cache.layers])
+        entry = KVEntry(tuple(ids), [(layer.keys, layer.values) for layer in cache.layers])
         self.stats.prefix_misses += 1
         self.stats.forward_passes += 1
         self.stats.tokens_computed += len(ids)
@@ -814,41 +876,48 @@ class TransformersBackend(Backend):
         return entry
 
     def _score(self, jobs: list[_Job]) -> None:
-        """One forward pass for `jobs` (same prefix), then categories for the unsafe ones."""
+        """One forward pass for `jobs`, then categories for the unsafe ones."""
         torch = self._torch
         first = jobs[0].encoded
-        prefix_len = first.prefix_len if first.prefix_key is not None else 0
-        kv: list[tuple[Any, Any]] = []
-        if prefix_len:
-            entry = self._prefix(first.prefix_key or "", first.ids[:prefix_len])
-            kv = [(k.expand(len(jobs), -1, -1, -1), v.expand(len(jobs), -1, -1, -1))
-                  for k, v in entry.kv]
-        rests = [[*j.encoded.ids[prefix_len:], self.encoder.double_newline_id] for j in jobs]
+        reused = [self._reused_kv(job.encoded) for job in jobs]
+        lengths = [length for _, length in reused]
+        past = max(lengths)
+        rests = [[*j.encoded.ids[n:], self.encoder.double_newline_id] for j, n in zip(
+            jobs, lengths, strict=True
+        )]
         width = max(len(r) for r in rests)
         input_ids = torch.full((len(jobs), width), self.encoder.pad_id, dtype=torch.long)
         new_mask = torch.zeros((len(jobs), width), dtype=torch.long)
-        for row, rest in enumerate(rests):
+        past_mask = torch.zeros((len(jobs), past), dtype=torch.long)
+        for row, (rest, length) in enumerate(zip(rests, lengths, strict=True)):
             input_ids[row, width - len(rest):] = torch.tensor(rest, dtype=torch.long)
             new_mask[row, width - len(rest):] = 1
-        positions = prefix_len + (new_mask.cumsum(-1) - 1).clamp(min=0)
-        mask = torch.cat([torch.ones((len(jobs), prefix_len), dtype=torch.long), new_mask], 1)
-        inputs: dict[str, Any] = {}
-        if first.pixel_values is not None:
-            inputs["pixel_values"] = first.pixel_values.to(self.device, dtype=self.dtype)
-        cache = self._new_cache(kv)
-        out = self._forward(
-            input_ids=input_ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=positions.to(self.device),
-            past_key_values=cache,
-            **inputs,
+            past_mask[row, past - length:] = 1
+        positions = (
+            torch.tensor(lengths, dtype=torch.long)[:, None]
+            + (new_mask.cumsum(-1) - 1).clamp(min=0)
         )
+        mask = torch.cat([past_mask, new_mask], 1)
+        cache = self._new_cache(self._past_kv(reused, past))
+        inputs: dict[str, Any] = {
+            "input_ids": input_ids.to(self.device),
+            "attention_mask": mask.to(self.device),
+            "position_ids": positions.to(self.device),
+            "past_key_values": cache,
+        }
+        verdict_ids = [self.encoder.unsafe_id, self.encoder.safe_id]
+        if first.pixel_values is not None or self._decoder is None:
+            if first.pixel_values is not None:
+                inputs["pixel_values"] = first.pixel_values.to(self.device, dtype=self.dtype)
+            verdict_logits = self._forward(**inputs).logits[:, -1, verdict_ids].double().cpu()
+        else:
+            verdict_logits = self._project(self._last_hidden(**inputs), None).double().cpu()
         self.stats.forward_passes += 1
         computed = sum(len(r) for r in rests)
         self.stats.tokens_computed += computed
         self.stats.padding_tokens += len(jobs) * width - computed
-        logits = out.logits[:, -1, :].float()
-        verdict_logits = logits[:, [self.encoder.unsafe_id, self.encoder.safe_id]].double().cpu()
+        self.stats.reused_tokens += sum(lengths)
+        self._remember(jobs, lengths, cache, past, width)
         unsafe_rows = []
         for row, job in enumerate(jobs):
             unsafe, safe = (float(x) for x in verdict_logits[row])
@@ -865,6 +934,98 @@ class TransformersBackend(Backend):
             self._decode_categories(
                 [jobs[r] for r in unsafe_rows], unsafe_rows, cache, mask, last_positions
             )
+
+    def _reused_kv(self, encoded: _Encoded) -> tuple[KVEntry | None, int]:
+        """The cached KV `encoded` starts with (a conversation, else its template prefix)."""
+        if encoded.reuse is not None:
+            self.stats.prefix_hits += 1
+            self.stats.conversation_hits += 1
+            return encoded.reuse, encoded.reuse_len
+        if encoded.prefix_key is not None and encoded.prefix_len:
+            entry = self._prefix(encoded.prefix_key, encoded.ids[: encoded.prefix_len])
+            return entry, encoded.prefix_len
+        return None, 0
+
+    def _past_kv(
+        self, reused: Sequence[tuple[KVEntry | None, int]], past: int
+    ) -> list[tuple[Any, Any]]:
+        """Per-layer past KV for a batch, each row's reused positions right-aligned at `past`."""
+        sources = [(entry, length) for entry, length in reused if entry is not None and length]
+        if not sources:
+            return []
+        count = len(reused)
+        entry, length = sources[0]
+        if len(sources) == count and all(e is entry and n == length for e, n in sources):
+            return [(k[:, :, :length].expand(count, -1, -1, -1),
+                     v[:, :, :length].expand(count, -1, -1, -1)) for k, v in entry.kv]
+        layers = []
+        for index, (k0, v0) in enumerate(entry.kv):
+            keys = k0.new_zeros((count, k0.shape[1], past, k0.shape[3]))
+            values = v0.new_zeros((count, v0.shape[1], past, v0.shape[3]))
+            for row, (source, n) in enumerate(reused):
+                if source is not None and n:
+                    k, v = source.kv[index]
+                    keys[row, :, past - n:] = k[0, :, :n]
+                    values[row, :, past - n:] = v[0, :, :n]
+            layers.append((keys, values))
+        return layers
+
+    def _remember(
+        self, jobs: Sequence[_Job], lengths: Sequence[int], cache: Any, past: int, width: int
+    ) -> None:
+        """Keep the KV of each text prompt's conversation part for later checks of it."""
+        if not (self.prefix_cache and self._conversations.max_tokens):
+            return
+        torch = self._torch
+        for row, (job, length) in enumerate(zip(jobs, lengths, strict=True)):
+            encoded = job.encoded
+            if encoded.prefix_key is None or encoded.pixel_values is not None:
+                continue
+            cut = len(encoded.ids) - self._suffix_length(job.request.prompt.role)
+            if cut <= length:
+                continue
+            start = past + width - (len(encoded.ids) - length + 1)
+            columns = torch.cat([
+                torch.arange(past - length, past), torch.arange(start, start + cut - length)
+            ]).to(self.device)
+            kv = [
+                (layer.keys[row: row + 1].index_select(2, columns),
+                 layer.values[row: row + 1].index_select(2, columns))
+                for layer in cache.layers
+            ]
+            self._conversations.add(KVEntry(tuple(encoded.ids[:cut]), kv, encoded.prefix_key))
+
+    def _suffix_length(self, role: AssessedRole) -> int:
+        """Tokens of the closing lines after the conversation (never shared between checks)."""
+        length = self._suffix_lengths.get(role)
+        if length is None:
+            length = self._suffix_lengths[role] = len(self.encoder.encode_text(prompt_suffix(role)))
+        return length
+
+    def _last_hidden(self, **inputs: Any) -> Any:
+        """The decoder's final hidden state at the last position (no vocabulary projection)."""
+        if self._decoder is None:
+            raise BackendError("the TransformersBackend is closed")
+        with self._torch.inference_mode():
+            return self._decoder(**inputs, use_cache=True).last_hidden_state[:, -1, :]
+
+    def _project(self, hidden: Any, token_ids: Sequence[int] | None) -> Any:
+        """Logits of `token_ids` only (None: ``unsafe``, ``safe``) in float32.
+
+        The same rows of the output head the full projection would use; skipping the other
+        ~202k rows removes the largest matrix product of a pass on a small batch.
+        """
+        torch = self._torch
+        with torch.inference_mode():
+            if token_ids is None:
+                if self._verdict_head is None:
+                    rows = [self.encoder.unsafe_id, self.encoder.safe_id]
+                    self._verdict_head = self._head_weight[rows].float()
+                weight = self._verdict_head
+            else:
+                index = torch.tensor(list(token_ids), dtype=torch.long, device=self.device)
+                weight = self._head_weight.index_select(0, index).float()
+            return torch.nn.functional.linear(hidden.float(), weight)
 
     def _decode_categories(
         self, jobs: list[_Job], rows: list[int], cache: Any, mask: Any, last_positions: Any
@@ -884,19 +1045,27 @@ class TransformersBackend(Backend):
             self.encoder.code_constraint(tuple(c.code for c in job.request.listed))
             for job in jobs
         ]
+        # Only tokens a constraint can choose are projected; the others stay at -inf.
+        candidates = sorted({self.encoder.eot_id}.union(*(c.ids for c in constraints)))
+        candidate_index = torch.tensor(candidates, dtype=torch.long)
         for _ in range(MAX_CATEGORY_TOKENS):
             width = step.shape[1]
             mask = torch.cat([mask, torch.ones((count, width), dtype=torch.long)], 1)
             positions = positions[:, -1:] + torch.arange(1, width + 1)
-            out = self._forward(
-                input_ids=step.to(self.device),
-                attention_mask=mask.to(self.device),
-                position_ids=positions.to(self.device),
-                past_key_values=cache,
-            )
+            inputs = {
+                "input_ids": step.to(self.device),
+                "attention_mask": mask.to(self.device),
+                "position_ids": positions.to(self.device),
+                "past_key_values": cache,
+            }
+            if self._decoder is None:
+                logits = self._forward(**inputs).logits[:, -1, :].float().cpu()
+            else:
+                selected = self._project(self._last_hidden(**inputs), candidates).cpu()
+                logits = torch.full((count, self._head_weight.shape[0]), -math.inf)
+                logits[:, candidate_index] = selected
             self.stats.forward_passes += 1
             self.stats.tokens_computed += count * width
-            logits = out.logits[:, -1, :].float().cpu()
             chosen = []
             for row in range(count):
                 token = self.encoder.pad_id

@@ -1,0 +1,219 @@
+"""Reuse of computed KV across checks (conversation cache) and the verdict-only output head."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from guard_plugins.backends._kv_reuse import ConversationCache, KVEntry, common_prefix_length
+from guard_plugins.backends.base import ClassificationRequest
+from guard_plugins.conversation import Conversation
+from guard_plugins.prompt import build_prompt
+from tests._images import png_bytes
+
+SCORE_TOL = 1e-4
+
+
+# -- the store (no model) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ((), (1, 2), 0),
+        ((1, 2, 3), (1, 2, 3), 3),
+        ((1, 2, 3), (1, 2), 2),
+        ((1, 2, 3, 4, 5, 6, 7), (1, 2, 3, 4, 9, 6, 7), 4),
+        ((5,), (6,), 0),
+        (tuple(range(1000)), (*range(999), -1), 999),
+    ],
+)
+def test_common_prefix_length(a: tuple[int, ...], b: tuple[int, ...], expected: int) -> None:
+    assert common_prefix_length(a, b) == expected == common_prefix_length(b, a)
+
+
+def _entry(ids: tuple[int, ...], key: str = "k") -> KVEntry:
+    return KVEntry(ids, [], key)
+
+
+def test_store_finds_the_longest_match_of_the_same_prefix_key() -> None:
+    cache = ConversationCache(max_tokens=100)
+    cache.add(_entry((1, 2, 3, 4)))
+    cache.add(_entry((1, 2, 7, 8, 9)))
+    cache.add(_entry((1, 2, 3, 4, 5, 6), key="other"))
+    entry, shared = cache.match("k", (1, 2, 3, 4, 5, 6), minimum=2)
+    assert entry is not None and entry.ids == (1, 2, 3, 4) and shared == 4
+    # Sharing only the template prefix (the minimum) is not a match.
+    assert cache.match("k", (1, 2, 9), minimum=2) == (None, 0)
+    assert cache.match("missing", (1, 2, 3, 4), minimum=0) == (None, 0)
+
+
+def test_store_drops_entries_a_newer_one_extends_and_keeps_its_budget() -> None:
+    cache = ConversationCache(max_tokens=10)
+    cache.add(_entry((1, 2, 3)))
+    cache.add(_entry((1, 2, 3, 4, 5)))  # extends the first: it replaces it
+    assert len(cache) == 1 and cache.tokens == 5
+    cache.add(_entry((7, 8, 9, 10)))
+    assert len(cache) == 2 and cache.tokens == 9
+    cache.match("k", (1, 2, 3, 4, 5, 6), minimum=0)  # most recently used now
+    cache.add(_entry((20, 21, 22)))  # over budget: the least recently used goes
+    assert cache.tokens <= 10
+    assert cache.match("k", (7, 8, 9, 10), minimum=0) == (None, 0)
+    assert cache.match("k", (1, 2, 3, 4, 5), minimum=0)[1] == 5
+    cache.add(_entry(tuple(range(11))))  # larger than the whole budget: not stored
+    assert cache.tokens <= 10
+    cache.clear()
+    assert len(cache) == 0 and cache.tokens == 0
+    with pytest.raises(ValueError, match="max_tokens"):
+        ConversationCache(-1)
+
+
+# -- on the tiny dev model -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cached(tiny_backend: Any) -> Iterator[Any]:
+    from guard_plugins.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend(tiny_backend._model, tiny_backend.encoder, max_batch_size=4)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def uncached(tiny_backend: Any) -> Iterator[Any]:
+    from guard_plugins.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend(tiny_backend._model, tiny_backend.encoder, prefix_cache=False)
+    yield backend
+    backend.close()
+
+
+def _turn_by_turn() -> list[Conversation]:
+    """The checks an application makes as a conversation grows: each new turn, with context."""
+    turns = [
+        ("user", "How do I keep basil alive on a windowsill?"),
+        ("assistant", "Give it six hours of sun, water when the top soil is dry, pinch the tips."),
+        ("user", "And what if the leaves turn yellow at the bottom?"),
+        ("assistant", "Usually overwatering: let the pot drain fully and water less often."),
+    ]
+    conversations = []
+    for end in range(1, len(turns) + 1):
+        conversations.append(Conversation.from_openai(
+            [{"role": role, "content": text} for role, text in turns[:end]]
+        ))
+    return conversations
+
+
+def _assert_same(got: Any, want: Any) -> None:
+    assert got.score == pytest.approx(want.score, abs=SCORE_TOL)
+    assert (got.safe, got.codes, got.role) == (want.safe, want.codes, want.role)
+
+
+async def test_a_growing_conversation_reuses_its_checked_turns(cached: Any, uncached: Any) -> None:
+    checks = _turn_by_turn()
+    computed = []
+    for conversation in checks:
+        cached.stats.reset()
+        uncached.stats.reset()
+        _assert_same(await cached.classify(conversation), await uncached.classify(conversation))
+        computed.append((cached.stats.tokens_computed, uncached.stats.tokens_computed))
+    # Checks 3 and 4 (User, then Agent again) start with the conversations of checks 1 and 2:
+    # only what follows the longest shared ids is computed, plus the teacher-forced "\n\n".
+    for index in (2, 3):
+        ours, full = computed[index]
+        earlier = cached.prompt_token_ids(checks[index - 2])
+        prompt = cached.prompt_token_ids(checks[index])
+        shared = common_prefix_length(earlier, prompt)
+        assert full == len(prompt) + 1
+        assert ours == len(prompt) + 1 - shared
+        assert shared > len(cached.encoder.prefix_ids(build_prompt(checks[index]).prefix)) + 5
+    cached.stats.reset()
+    await cached.classify(checks[3].with_user("Thanks!"))
+    assert cached.stats.conversation_hits == 1
+
+
+async def test_a_batch_mixing_reused_lengths_equals_one_check_at_a_time(
+    cached: Any, uncached: Any
+) -> None:
+    checks = _turn_by_turn()
+    for conversation in checks[:2]:
+        await cached.classify(conversation)
+    requests = [
+        ClassificationRequest.of(checks[2]),  # reuses check 1's conversation
+        ClassificationRequest.of(checks[3]),  # reuses check 2's
+        ClassificationRequest.of("Something new entirely"),  # template prefix only
+        ClassificationRequest.of("Other categories", categories=["S1", "S14"]),  # cold prefix
+        ClassificationRequest.of(checks[2], threshold=1e-9),  # decodes categories after reuse
+    ]
+    cached.stats.reset()
+    batched = await cached.classify_batch(requests)
+    assert cached.stats.conversation_hits == 3
+    for got, want in zip(batched, await uncached.classify_batch(requests), strict=True):
+        _assert_same(got, want)
+    assert not batched[-1].safe and batched[-1].codes
+
+
+async def test_unsafe_path_after_reuse_decodes_the_same_categories(
+    cached: Any, uncached: Any
+) -> None:
+    checks = _turn_by_turn()
+    await cached.classify(checks[0])
+    for conversation in checks[1:]:
+        got = await cached.classify(conversation, threshold=1e-9)
+        want = await uncached.classify(conversation, threshold=1e-9)
+        _assert_same(got, want)
+        assert not got.safe
+
+
+async def test_verdict_only_head_equals_the_full_projection(cached: Any, tiny_backend: Any) -> None:
+    from guard_plugins.backends.transformers import TransformersBackend
+
+    full = TransformersBackend(
+        tiny_backend._model, tiny_backend.encoder, conversation_cache_tokens=0
+    )
+    full._decoder = None  # the whole model and all 202k logits, as before the shortcut
+    try:
+        requests = [ClassificationRequest.of(c, threshold=t)
+                    for c in _turn_by_turn() for t in (1.0, 1e-9)]
+        for got, want in zip(
+            await cached.classify_batch(requests), await full.classify_batch(requests), strict=True
+        ):
+            _assert_same(got, want)
+    finally:
+        full.close()
+
+
+async def test_images_are_never_reused_or_stored(cached: Any, uncached: Any) -> None:
+    picture = Conversation.user("what is in this picture?", images=[png_bytes(40, 30)])
+    first = await cached.classify(picture)
+    cached.stats.reset()
+    second = await cached.classify(picture)
+    assert cached.stats.conversation_hits == 0
+    assert cached._conversations.tokens == 0
+    _assert_same(first, second)
+    _assert_same(second, await uncached.classify(picture))
+
+
+async def test_cache_is_bounded_and_can_be_cleared(tiny_backend: Any) -> None:
+    from guard_plugins.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend(
+        tiny_backend._model, tiny_backend.encoder, conversation_cache_tokens=400
+    )
+    try:
+        for index in range(12):
+            await backend.classify(f"message number {index} about gardening")
+            assert backend._conversations.tokens <= 400
+        assert len(backend._conversations) >= 1
+        backend.clear_cache()
+        assert backend._conversations.tokens == 0 and not backend._prefixes
+        backend.stats.reset()
+        await backend.classify("message number 3 about gardening")
+        assert backend.stats.prefix_misses == 1 and backend.stats.conversation_hits == 0
+    finally:
+        backend.close()
+    with pytest.raises(ValueError, match="conversation_cache_tokens"):
+        TransformersBackend(tiny_backend._model, tiny_backend.encoder, conversation_cache_tokens=-1)
