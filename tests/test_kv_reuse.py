@@ -217,3 +217,41 @@ async def test_cache_is_bounded_and_can_be_cleared(tiny_backend: Any) -> None:
         backend.close()
     with pytest.raises(ValueError, match="conversation_cache_tokens"):
         TransformersBackend(tiny_backend._model, tiny_backend.encoder, conversation_cache_tokens=-1)
+
+
+async def test_packed_batches_equal_padded_ones_and_pad_nothing(tiny_backend: Any) -> None:
+    from guard_plugins.backends.transformers import TransformersBackend
+
+    def make(packing: bool) -> Any:
+        return TransformersBackend(
+            tiny_backend._model, tiny_backend.encoder, packing=packing, conversation_cache_tokens=0
+        )
+
+    packed, padded = make(True), make(False)
+    safe_path = [  # threshold 1.0: never flagged, so one scoring pass and nothing else
+        ClassificationRequest.of("short", threshold=1.0),
+        ClassificationRequest.of("a much longer message " * 12, threshold=1.0),
+        ClassificationRequest.of(_turn_by_turn()[1], threshold=1.0),  # Agent: another prefix
+        ClassificationRequest.of("listed differently", categories=["S2", "S14"], threshold=1.0),
+    ]
+    flagged = [  # rerun padded after the packed pass, to decode their categories
+        ClassificationRequest.of("flagged", threshold=1e-9),
+        ClassificationRequest.of(_turn_by_turn()[3], threshold=1e-9),
+    ]
+    try:
+        await packed.classify_batch(safe_path)  # computes the three template prefixes
+        packed.stats.reset()
+        got = await packed.classify_batch(safe_path)
+        assert packed.stats.forward_passes == 1 and packed.stats.padding_tokens == 0
+        for a, b in zip(got, await padded.classify_batch(safe_path), strict=True):
+            _assert_same(a, b)
+        padded.stats.reset()
+        got = await packed.classify_batch([*safe_path, *flagged])
+        want = await padded.classify_batch([*safe_path, *flagged])
+        assert padded.stats.padding_tokens > 0
+        for a, b in zip(got, want, strict=True):
+            _assert_same(a, b)
+        assert not got[-1].safe and not got[-2].safe and got[-1].codes
+    finally:
+        packed.close()
+        padded.close()

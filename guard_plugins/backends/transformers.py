@@ -73,6 +73,8 @@ MAX_CATEGORY_TOKENS = 20
 #: a cached conversation is used when it covers at least this many ids past the template prefix
 #: (every conversation starts with "User:"; a couple of tokens do not pay for assembling the KV)
 MIN_CONVERSATION_REUSE = 8
+#: longest row of packed prompts (their attention mask is quadratic in it)
+PACK_MAX_TOKENS = 4096
 _HUB_KEYS = ("local_files_only", "revision", "token", "cache_dir", "force_download", "subfolder")
 _STRUCTURE = {
     "<|begin_of_text|>": 1,
@@ -502,6 +504,23 @@ class _CodeConstraint:
         return text
 
 
+def _set_scores(jobs: Sequence[_Job], verdict_logits: Any, every: bool = False) -> list[int]:
+    """Set each job's score from its (unsafe, safe) logits; return the rows at or over threshold
+    (all rows when `every`)."""
+    rows = []
+    for row, job in enumerate(jobs):
+        unsafe, safe = (float(x) for x in verdict_logits[row])
+        if not (math.isfinite(unsafe) and math.isfinite(safe)):
+            raise BackendError("the model produced non-finite logits")
+        top = max(unsafe, safe)
+        # Shifting both log-probabilities by the same amount keeps the ratio exact and avoids
+        # exp() underflow.
+        job.score = score_from_logprobs(unsafe - top, safe - top) or 0.0
+        if every or job.score >= job.request.threshold:
+            rows.append(row)
+    return rows
+
+
 def _text_parts(model: Any) -> tuple[Any, Any]:
     """The text decoder (embeddings → layers → final norm) and the output head's weight.
 
@@ -607,6 +626,7 @@ class TransformersBackend(Backend):
         prefix_cache: bool = True,
         prefix_cache_size: int = 8,
         conversation_cache_tokens: int = 4096,
+        packing: bool = True,
         source: str = "",
     ) -> None:
         torch, _ = _deps()
@@ -627,6 +647,7 @@ class TransformersBackend(Backend):
         self.max_batch_tokens = max_batch_tokens
         self.prefix_cache = prefix_cache and prefix_cache_size > 0
         self.prefix_cache_size = prefix_cache_size
+        self.packing = packing
         self.stats = BackendStats()
         #: True when the checkpoint is a random-weight dev model (its verdicts are meaningless)
         self.dev_model = bool(source) and is_dev_model(source)
@@ -659,6 +680,7 @@ class TransformersBackend(Backend):
         prefix_cache: bool = True,
         prefix_cache_size: int = 8,
         conversation_cache_tokens: int = 4096,
+        packing: bool = True,
         **kwargs: Any,
     ) -> TransformersBackend:
         """Load Llama Guard 4 (or a dev model) from the Hub or a local directory.
@@ -704,6 +726,7 @@ class TransformersBackend(Backend):
             prefix_cache=prefix_cache,
             prefix_cache_size=prefix_cache_size,
             conversation_cache_tokens=conversation_cache_tokens,
+            packing=packing,
             source=source,
         )
 
@@ -807,14 +830,20 @@ class TransformersBackend(Backend):
             key=lambda j: (j.encoded.prefix_key or "", len(j.encoded.ids) - j.encoded.reused),
         )
         groups: list[list[_Job]] = []
+        packed = self._packing_enabled()
+        pack_limit = min(self._limit, PACK_MAX_TOKENS, self.max_batch_tokens)
         for job in text_jobs:
             last = groups[-1] if groups else None
-            if (
-                last is not None
-                and last[0].encoded.prefix_key == job.encoded.prefix_key
-                and len(last) < self.max_batch_size
-                and (len(last) + 1) * len(job.encoded.ids) <= self.max_batch_tokens
-            ):
+            if last is None or len(last) >= self.max_batch_size:
+                fits = False
+            elif packed:  # no padding: any prefixes, any lengths, up to the packed row's limit
+                fits = sum(len(j.encoded.ids) + 1 for j in (*last, job)) <= pack_limit
+            else:
+                fits = (
+                    last[0].encoded.prefix_key == job.encoded.prefix_key
+                    and (len(last) + 1) * len(job.encoded.ids) <= self.max_batch_tokens
+                )
+            if fits and last is not None:
                 last.append(job)
             else:
                 groups.append([job])
@@ -855,11 +884,11 @@ class TransformersBackend(Backend):
             return len(prefix_ids)
         return 0
 
-    def _prefix(self, key: str, ids: Sequence[int]) -> KVEntry:
+    def _prefix(self, key: str, ids: Sequence[int], count: bool = True) -> KVEntry:
         entry = self._prefixes.get(key)
         if entry is not None and entry.ids == tuple(ids):
             self._prefixes.move_to_end(key)
-            self.stats.prefix_hits += 1
+            self.stats.prefix_hits += count
             return entry
         torch = self._torch
         cache = self._new_cache()
@@ -875,11 +904,16 @@ class TransformersBackend(Backend):
             self._prefixes.popitem(last=False)
         return entry
 
-    def _score(self, jobs: list[_Job]) -> None:
-        """One forward pass for `jobs`, then categories for the unsafe ones."""
+    def _score(self, jobs: list[_Job], decode_all: bool = False) -> None:
+        """One forward pass for `jobs`, then categories for the unsafe ones (or all)."""
+        if not decode_all and self._can_pack(jobs):
+            flagged = self._score_packed(jobs)
+            if flagged:  # rare: rerun padded, whose per-row cache category decoding continues
+                self._score(flagged, decode_all=True)
+            return
         torch = self._torch
         first = jobs[0].encoded
-        reused = [self._reused_kv(job.encoded) for job in jobs]
+        reused = [self._reused_kv(job.encoded, count=not decode_all) for job in jobs]
         lengths = [length for _, length in reused]
         past = max(lengths)
         rests = [[*j.encoded.ids[n:], self.encoder.double_newline_id] for j, n in zip(
@@ -917,32 +951,110 @@ class TransformersBackend(Backend):
         self.stats.tokens_computed += computed
         self.stats.padding_tokens += len(jobs) * width - computed
         self.stats.reused_tokens += sum(lengths)
-        self._remember(jobs, lengths, cache, past, width)
-        unsafe_rows = []
-        for row, job in enumerate(jobs):
-            unsafe, safe = (float(x) for x in verdict_logits[row])
-            if not (math.isfinite(unsafe) and math.isfinite(safe)):
-                raise BackendError("the model produced non-finite logits")
-            top = max(unsafe, safe)
-            # Shifting both log-probabilities by the same amount keeps the ratio exact and
-            # avoids exp() underflow.
-            job.score = score_from_logprobs(unsafe - top, safe - top) or 0.0
-            if job.score >= job.request.threshold:
-                unsafe_rows.append(row)
+        self._remember(jobs, lengths, cache, [
+            (row, past - length, past + width - len(rest))
+            for row, (length, rest) in enumerate(zip(lengths, rests, strict=True))
+        ])
+        unsafe_rows = _set_scores(jobs, verdict_logits, decode_all)
         if unsafe_rows:
             last_positions = positions[:, -1]
             self._decode_categories(
                 [jobs[r] for r in unsafe_rows], unsafe_rows, cache, mask, last_positions
             )
 
-    def _reused_kv(self, encoded: _Encoded) -> tuple[KVEntry | None, int]:
+    def _packing_enabled(self) -> bool:
+        if not self.packing or self._decoder is None:
+            return False
+        implementation = getattr(self._model.config, "_attn_implementation", None) or "sdpa"
+        return implementation in ("sdpa", "eager")  # others need their own mask format
+
+    def _can_pack(self, jobs: Sequence[_Job]) -> bool:
+        if len(jobs) < 2 or not self._packing_enabled():
+            return False
+        if any(job.encoded.pixel_values is not None for job in jobs):
+            return False
+        return sum(len(job.encoded.ids) + 1 for job in jobs) <= min(self._limit, PACK_MAX_TOKENS)
+
+    def _score_packed(self, jobs: list[_Job]) -> list[_Job]:
+        """Score text `jobs` in one row without padding; return those at or over threshold.
+
+        Every distinct reused KV (template prefix, cached conversations) is laid out once, then
+        the computed part of every prompt; a 4-D mask lets each prompt see only its own reused
+        positions and, causally, its own tokens. Positions are each prompt's own. The packed
+        length stays below the 8192-position limit (`default_max_prompt_tokens`), where the
+        chunked attention and the NoPE layers' temperature are unaffected by where in the row a
+        prompt sits.
+        """
+        torch = self._torch
+        reused = [self._reused_kv(job.encoded) for job in jobs]
+        blocks: dict[int, tuple[KVEntry, int]] = {}
+        for entry, length in reused:
+            if entry is not None and length:
+                known = blocks.get(id(entry), (entry, 0))[1]
+                blocks[id(entry)] = (entry, max(known, length))
+        offsets, past = {}, 0
+        for key, (_, length) in blocks.items():
+            offsets[key] = past
+            past += length
+        rests = [
+            [*job.encoded.ids[length:], self.encoder.double_newline_id]
+            for job, (_, length) in zip(jobs, reused, strict=True)
+        ]
+        total = sum(len(r) for r in rests)
+        blocked = torch.finfo(self.dtype).min
+        mask = torch.full((total, past + total), blocked, dtype=self.dtype)
+        ids: list[int] = []
+        positions: list[int] = []
+        ends: list[int] = []
+        layout: list[tuple[int, int, int]] = []
+        start = 0
+        for (entry, length), rest in zip(reused, rests, strict=True):
+            size = len(rest)
+            rows = slice(start, start + size)
+            offset = offsets[id(entry)] if entry is not None and length else 0
+            if length:
+                mask[rows, offset: offset + length] = 0
+            mask[rows, past + start: past + start + size] = torch.triu(
+                torch.full((size, size), blocked, dtype=self.dtype), diagonal=1
+            )
+            ids += rest
+            positions += range(length, length + size)
+            layout.append((0, offset, past + start))
+            start += size
+            ends.append(start - 1)
+        kv = [
+            (torch.cat([e.kv[layer][0][:, :, :n] for e, n in blocks.values()], dim=2),
+             torch.cat([e.kv[layer][1][:, :, :n] for e, n in blocks.values()], dim=2))
+            for layer in range(len(next(iter(blocks.values()))[0].kv))
+        ] if blocks else []
+        cache = self._new_cache(kv)
+        mask_4d = mask[None, None].to(self.device)
+        if self._decoder is None:
+            raise BackendError("the TransformersBackend is closed")
+        with torch.inference_mode():
+            hidden = self._decoder(
+                input_ids=torch.tensor([ids], device=self.device),
+                attention_mask={"full_attention": mask_4d, "chunked_attention": mask_4d},
+                position_ids=torch.tensor([positions], device=self.device),
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state[0, ends]
+        verdict_logits = self._project(hidden, None).double().cpu()
+        self.stats.forward_passes += 1
+        self.stats.tokens_computed += total
+        self.stats.reused_tokens += sum(length for _, length in reused)
+        self._remember(jobs, [length for _, length in reused], cache, layout)
+        return [jobs[row] for row in _set_scores(jobs, verdict_logits)]
+
+    def _reused_kv(self, encoded: _Encoded, count: bool = True) -> tuple[KVEntry | None, int]:
         """The cached KV `encoded` starts with (a conversation, else its template prefix)."""
         if encoded.reuse is not None:
-            self.stats.prefix_hits += 1
-            self.stats.conversation_hits += 1
+            if count:
+                self.stats.prefix_hits += 1
+                self.stats.conversation_hits += 1
             return encoded.reuse, encoded.reuse_len
         if encoded.prefix_key is not None and encoded.prefix_len:
-            entry = self._prefix(encoded.prefix_key, encoded.ids[: encoded.prefix_len])
+            entry = self._prefix(encoded.prefix_key, encoded.ids[: encoded.prefix_len], count)
             return entry, encoded.prefix_len
         return None, 0
 
@@ -971,22 +1083,30 @@ class TransformersBackend(Backend):
         return layers
 
     def _remember(
-        self, jobs: Sequence[_Job], lengths: Sequence[int], cache: Any, past: int, width: int
+        self,
+        jobs: Sequence[_Job],
+        lengths: Sequence[int],
+        cache: Any,
+        layout: Sequence[tuple[int, int, int]],
     ) -> None:
-        """Keep the KV of each text prompt's conversation part for later checks of it."""
+        """Keep the KV of each text prompt's conversation part for later checks of it.
+
+        `layout[i]` locates job i in the pass's cache: (batch row, first column of its reused
+        positions, first column of its computed positions).
+        """
         if not (self.prefix_cache and self._conversations.max_tokens):
             return
         torch = self._torch
-        for row, (job, length) in enumerate(zip(jobs, lengths, strict=True)):
+        for job, length, (row, past_start, start) in zip(jobs, lengths, layout, strict=True):
             encoded = job.encoded
             if encoded.prefix_key is None or encoded.pixel_values is not None:
                 continue
             cut = len(encoded.ids) - self._suffix_length(job.request.prompt.role)
             if cut <= length:
                 continue
-            start = past + width - (len(encoded.ids) - length + 1)
             columns = torch.cat([
-                torch.arange(past - length, past), torch.arange(start, start + cut - length)
+                torch.arange(past_start, past_start + length),
+                torch.arange(start, start + cut - length),
             ]).to(self.device)
             kv = [
                 (layer.keys[row: row + 1].index_select(2, columns),
