@@ -13,7 +13,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["portal_loop", "run_sync"]
+__all__ = ["on_portal_thread", "portal_loop", "run_sync"]
 
 T = TypeVar("T")
 _lock = threading.Lock()
@@ -33,6 +33,15 @@ def portal_loop() -> asyncio.AbstractEventLoop:
             thread.start()
             _loop, _thread = loop, thread
         return _loop
+
+
+def on_portal_thread() -> bool:
+    """True when called from code the portal loop is running (a sync call there must not block)."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return running is _loop
 
 
 def _serve(loop: asyncio.AbstractEventLoop) -> None:

@@ -21,10 +21,11 @@ from typing import Any
 
 from guard_plugins.decision import Decision
 
-__all__ = ["AuditSink", "JsonlAuditSink", "build_event", "emit", "otel_span"]
+__all__ = ["AuditSink", "JsonlAuditSink", "build_event", "emit", "otel_span", "wanted"]
 
 logger = logging.getLogger("guard_plugins.audit")
 AuditSink = Callable[[dict[str, Any]], None]
+Recorder = Callable[[Decision], None]
 
 
 def build_event(decision: Decision, content: str, *, include_content: bool) -> dict[str, Any]:
@@ -35,6 +36,15 @@ def build_event(decision: Decision, content: str, *, include_content: bool) -> d
     if include_content:
         event["content"] = content
     return event
+
+
+def wanted(decision: Decision, sinks: list[AuditSink]) -> bool:
+    """Whether `emit` would do anything for this decision: a sink, or logging at its level.
+    Lets the Guard skip building the event (hashing, to_dict) when nobody would see it."""
+    if sinks:
+        return True
+    allowed = decision.allowed and not decision.failed
+    return logger.isEnabledFor(logging.INFO if allowed else logging.WARNING)
 
 
 def emit(event: dict[str, Any], sinks: list[AuditSink]) -> None:
@@ -80,18 +90,46 @@ def _trace_api() -> Any:
 
 
 def _tracer() -> Any:
-    # Looked up per call so a tracer provider configured after import is honoured.
+    # Looked up per call so a tracer provider configured after import is honoured. With none
+    # configured (the API's proxy or no-op provider) spans would be non-recording: skip them.
     api = _trace_api()
-    return None if api is None else api.get_tracer("guard_plugins")
+    if api is None:
+        return None
+    provider = api.get_tracer_provider()
+    if isinstance(provider, (api.ProxyTracerProvider, api.NoOpTracerProvider)):
+        return None
+    return provider.get_tracer("guard_plugins")
 
 
-@contextlib.contextmanager
-def otel_span(hook: str, backend: str) -> Iterator[Callable[[Decision], None]]:
+class _NoSpan:
+    """The context manager `otel_span` returns when there is no tracer: records nothing."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Recorder:
+        return _ignore
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _ignore(decision: Decision) -> None:
+    return None
+
+
+_NO_SPAN = _NoSpan()
+
+
+def otel_span(hook: str, backend: str) -> contextlib.AbstractContextManager[Recorder]:
     """A span around one check; yields a function that records the Decision on it."""
     tracer = _tracer()
     if tracer is None:
-        yield lambda decision: None
-        return
+        return _NO_SPAN
+    return _span(tracer, hook, backend)
+
+
+@contextlib.contextmanager
+def _span(tracer: Any, hook: str, backend: str) -> Iterator[Recorder]:
     with tracer.start_as_current_span(
         "guard_plugins.check",
         attributes={

@@ -7,6 +7,10 @@
   and a busy backend sees full batches. Identical in-flight requests share one classification.
   If a batch fails, its requests are retried one by one so each caller gets its own outcome. A
   caller cancelled while waiting is dropped without disturbing the others.
+- `MicroBatcher.classify_inline` is the idle direct call made from a sync caller's own thread,
+  for backends that answer without waiting (`Backend.can_classify_inline`): it claims the
+  background loop's batcher state exactly as a direct call on that loop does, so callers arriving
+  there meanwhile queue up and are drained afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 
+from guard_plugins._sync import portal_loop
 from guard_plugins.backends.base import Backend, ClassificationRequest
 from guard_plugins.verdict import Verdict
 
@@ -90,6 +95,8 @@ class MicroBatcher:
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
+        # Guards the idle check-and-claim against a sync caller's inline call in another thread.
+        self._claim = threading.Lock()
         self.batches: int = 0
         self.requests: int = 0
 
@@ -103,18 +110,53 @@ class MicroBatcher:
     async def submit(self, request: ClassificationRequest) -> Verdict:
         loop = asyncio.get_running_loop()
         state = self._state(loop)
-        if not state.draining and not state.pending and not state.gathering:
+        with self._claim:
+            direct = not state.draining and not state.pending and not state.gathering
+            if direct:
+                state.draining = True
+            else:
+                future: asyncio.Future[Verdict] = loop.create_future()
+                key = request_key(request)
+                if key in state.pending:
+                    state.pending[key][1].append(future)
+                else:
+                    state.pending[key] = (request, [future])
+                if not state.draining:
+                    state.draining = True
+                    state.task = loop.create_task(self._drain(state))
+        if direct:
             return await self._direct(request, state, loop)
-        future: asyncio.Future[Verdict] = loop.create_future()
-        key = request_key(request)
-        if key in state.pending:
-            state.pending[key][1].append(future)
-        else:
-            state.pending[key] = (request, [future])
-        if not state.draining:
-            state.draining = True
-            state.task = loop.create_task(self._drain(state))
         return await future
+
+    def classify_inline(self, request: ClassificationRequest) -> Verdict | None:
+        """Classify in this thread when the backend can and the background loop's batcher is
+        idle; None otherwise (then submit on that loop). For sync callers off that loop."""
+        if not self.backend.can_classify_inline():
+            return None
+        loop = portal_loop()
+        state = self._state(loop)
+        with self._claim:
+            if state.draining or state.pending or state.gathering:
+                return None
+            state.draining = True
+        self.batches += 1
+        self.requests += 1
+        try:
+            verdicts = self.backend.classify_batch_inline([request])
+        finally:
+            with self._claim:
+                if state.pending:  # callers queued on the loop meanwhile: drain them there
+                    loop.call_soon_threadsafe(self._start_drain, state, loop)
+                else:
+                    state.draining = False
+        if len(verdicts) != 1:
+            raise RuntimeError(
+                f"backend {self.backend.name} returned {len(verdicts)} verdicts for 1"
+            )
+        return verdicts[0]
+
+    def _start_drain(self, state: _LoopState, loop: asyncio.AbstractEventLoop) -> None:
+        state.task = loop.create_task(self._drain(state))
 
     @contextlib.contextmanager
     def gathering(self) -> Iterator[None]:
@@ -131,17 +173,17 @@ class MicroBatcher:
         self, request: ClassificationRequest, state: _LoopState, loop: asyncio.AbstractEventLoop
     ) -> Verdict:
         # An idle backend serves a lone caller at once; callers arriving meanwhile queue up and
-        # are drained as batches when this call returns.
-        state.draining = True
+        # are drained as batches when this call returns. `submit` has set state.draining.
         self.batches += 1
         self.requests += 1
         try:
             verdicts = await self.backend.classify_batch([request])
         finally:
-            if state.pending:
-                state.task = loop.create_task(self._drain(state))
-            else:
-                state.draining = False
+            with self._claim:
+                if state.pending:
+                    state.task = loop.create_task(self._drain(state))
+                else:
+                    state.draining = False
         if len(verdicts) != 1:
             raise RuntimeError(
                 f"backend {self.backend.name} returned {len(verdicts)} verdicts for 1"
@@ -162,10 +204,11 @@ class MicroBatcher:
                 if batch:
                     await self._run(batch)
         finally:
-            state.draining = False
-            if state.pending:  # arrived after the loop ended: start another drain
-                state.draining = True
-                state.task = asyncio.get_running_loop().create_task(self._drain(state))
+            with self._claim:
+                state.draining = False
+                if state.pending:  # arrived after the loop ended: start another drain
+                    state.draining = True
+                    state.task = asyncio.get_running_loop().create_task(self._drain(state))
 
     async def _run(
         self, batch: list[tuple[ClassificationRequest, list[asyncio.Future[Verdict]]]]

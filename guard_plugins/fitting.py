@@ -11,12 +11,20 @@ would need more than `MAX_WINDOWS` windows is refused with a `ConversationError`
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from guard_plugins.categories import CategoryLike
-from guard_plugins.conversation import Conversation, ImagePart, Message, Part, Role, TextPart
+from guard_plugins.conversation import (
+    Conversation,
+    ImagePart,
+    Message,
+    Part,
+    Role,
+    TextPart,
+    Turn,
+)
 from guard_plugins.errors import ConversationError, PromptTooLongError
-from guard_plugins.prompt import RenderedPrompt, build_prompt
+from guard_plugins.prompt import RenderedPrompt, build_prompt, build_prompt_from_turns
 
 __all__ = ["IMAGE_TOKEN_ESTIMATE", "MAX_WINDOWS", "FitResult", "fit_conversation"]
 
@@ -31,6 +39,8 @@ TokenCounter = Callable[[RenderedPrompt], "int | None"]
 class FitResult:
     conversations: list[Conversation]
     trimmed_messages: int = 0
+    prompt: RenderedPrompt | None = field(default=None, compare=False, repr=False)
+    """The rendered prompt of the single conversation, when fitting had to render it."""
 
 
 def _turn_role(message: Message, include_system: bool) -> str | None:
@@ -73,8 +83,12 @@ def fit_conversation(
     budget: int | None,
     count_tokens: TokenCounter,
     max_context_turns: int | None = None,
+    turns: tuple[Turn, ...] | None = None,
 ) -> FitResult:
-    conversation.turns()  # validate first: nothing-to-assess errors surface unchanged
+    # validate first: nothing-to-assess errors surface unchanged
+    turns = conversation.turns() if turns is None else turns
+    if budget is None and max_context_turns is None:
+        return FitResult([conversation])  # nothing to trim: the common case, no copies
     start = _assessed_start(conversation)
     messages = list(conversation.messages)
     dropped = 0
@@ -86,12 +100,15 @@ def fit_conversation(
             else (start if max_context_turns == 0 else 0)
         )
         dropped, messages, start = keep_from, messages[keep_from:], start - keep_from
-    current = Conversation(tuple(messages), conversation.include_system)
+    current = (
+        conversation if dropped == 0 else Conversation(tuple(messages), conversation.include_system)
+    )
     if budget is None:
         return FitResult([current], dropped)
 
-    def count(conv: Conversation) -> int:
-        prompt = build_prompt(conv, categories)
+    def count(conv: Conversation, prompt: RenderedPrompt | None = None) -> int:
+        if prompt is None:
+            prompt = build_prompt(conv, categories)
         if len(prompt.text) + IMAGE_TOKEN_ESTIMATE * prompt.image_count <= budget:
             return 0  # cannot exceed: a token is at least one character
         exact = count_tokens(prompt)
@@ -99,8 +116,13 @@ def fit_conversation(
             return exact
         return len(prompt.text) // 3 + IMAGE_TOKEN_ESTIMATE * prompt.image_count
 
-    if count(current) <= budget:
-        return FitResult([current], dropped)
+    rendered = (
+        build_prompt_from_turns(current, turns, categories)
+        if current is conversation
+        else build_prompt(current, categories)
+    )
+    if count(current, rendered) <= budget:
+        return FitResult([current], dropped, rendered)
 
     def from_(drop: int) -> Conversation:
         return Conversation(tuple(messages[drop:]), conversation.include_system)

@@ -3,7 +3,9 @@
 It turns a hook and a conversation into a `Decision`: fits the conversation to the backend's
 budget, asks the backend (through the verdict cache and the micro-batcher), adds the static code
 screen and Prompt Guard where configured, applies the policy, asks an approver when the policy
-says so, and emits an audit event. Async core; the sync methods run the same coroutine.
+says so, and emits an audit event. Async core; the sync methods run the same coroutine on the
+background loop, except that when nothing would wait (an inline backend or verdict-cache hits, an
+idle micro-batcher, no Prompt Guard) they run the same steps in the caller's thread.
 
 >>> from guard_plugins.testing import FunctionBackend
 >>> guard = Guard(FunctionBackend(lambda c: "unsafe\\nS14" if "rm -rf /" in c.turns()[-1].text
@@ -24,22 +26,26 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from guard_plugins._sync import run_sync
-from guard_plugins.audit import AuditSink, build_event, emit, otel_span
+from guard_plugins._sync import on_portal_thread, run_sync
+from guard_plugins.audit import AuditSink, build_event, emit, otel_span, wanted
 from guard_plugins.backends.base import Backend, ClassificationRequest
 from guard_plugins.batching import MicroBatcher, VerdictCache, request_key
+from guard_plugins.categories import Category, CategoryLike
 from guard_plugins.conversation import (
     Conversation,
     ConversationLike,
     Message,
     ToolCallPart,
+    Turn,
 )
 from guard_plugins.decision import Decision, PromptGuardResult, ScreenFinding
 from guard_plugins.errors import ConfigError
 from guard_plugins.fitting import fit_conversation
 from guard_plugins.policy import Action, Hook, HookPolicy, Policy
+from guard_plugins.prompt import build_prompt_from_turns
 from guard_plugins.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -61,6 +67,24 @@ class ApprovalRequest:
 
 
 Approver = Callable[[ApprovalRequest], bool | Awaitable[bool]]
+
+_PROMPT_GUARD_HOOKS = (Hook.USER_INPUT, Hook.TOOL_RESULT)
+
+
+class _HookRules:
+    """What one hook's checks read from the policy, looked up once per policy."""
+
+    def __init__(self, policy: Policy, hook: Hook) -> None:
+        self.policy = policy
+        self.hook = hook
+        self.hp = policy.for_hook(hook)
+        self.threshold = self.hp.request_threshold
+        self.screen = hook is Hook.TOOL_CALL and self.hp.screen_code
+
+    @cached_property
+    def categories(self) -> tuple[CategoryLike, ...]:
+        # Lazy, and only kept when it succeeds: a ConfigError surfaces on every check.
+        return self.policy.categories_for(self.hook)
 
 
 class Guard:
@@ -98,6 +122,7 @@ class Guard:
         self.prompt_guard = prompt_guard
         self.cache = VerdictCache(cache_size)
         self.batcher = MicroBatcher(backend, max_batch_size=max_batch_size, window_s=batch_window_s)
+        self._rules: tuple[Policy, dict[Hook, _HookRules]] = (self.policy, {})
 
     def __repr__(self) -> str:
         mode = " monitor" if self.policy.monitor else ""
@@ -164,10 +189,12 @@ class Guard:
     # -- sync twins -------------------------------------------------------------------------
 
     def check_input(self, conversation: ConversationLike) -> Decision:
-        return run_sync(self.acheck_input(conversation), api="acheck_input()")
+        return self._check_sync(Hook.USER_INPUT, Conversation.of(conversation), "acheck_input()")
 
     def check_output(self, conversation: ConversationLike) -> Decision:
-        return run_sync(self.acheck_output(conversation), api="acheck_output()")
+        return self._check_sync(
+            Hook.ASSISTANT_OUTPUT, Conversation.of(conversation), "acheck_output()"
+        )
 
     def check_tool_call(
         self,
@@ -177,20 +204,26 @@ class Guard:
         *,
         language: str | None = None,
     ) -> Decision:
-        return run_sync(
-            self.acheck_tool_call(tool_name, arguments, conversation, language=language),
-            api="acheck_tool_call()",
+        call = _tool_call(tool_name, arguments, language)
+        conv = _context(conversation).append(Message("assistant", (call,)))
+        return self._check_sync(
+            Hook.TOOL_CALL,
+            conv,
+            "acheck_tool_call()",
+            tool_name=tool_name,
+            call=call,
+            arguments=arguments,
         )
 
     def check_tool_result(
         self, tool_name: str, result: Any, conversation: ConversationLike | None = None
     ) -> Decision:
-        return run_sync(
-            self.acheck_tool_result(tool_name, result, conversation), api="acheck_tool_result()"
-        )
+        text = result if isinstance(result, str) else _stringify(result)
+        conv = _context(conversation).append(Message.tool(text, name=tool_name))
+        return self._check_sync(Hook.TOOL_RESULT, conv, "acheck_tool_result()", tool_name=tool_name)
 
     def check(self, hook: Hook | str, conversation: ConversationLike) -> Decision:
-        return run_sync(self.acheck(hook, conversation), api="acheck()")
+        return self._check_sync(Hook(hook), Conversation.of(conversation), "acheck()")
 
     def check_many(
         self, hook: Hook | str, conversations: Sequence[ConversationLike]
@@ -206,6 +239,20 @@ class Guard:
         run_sync(self.aclose(), api="aclose()")
 
     # -- the pipeline -----------------------------------------------------------------------
+    #
+    # One sequence of steps, written twice only where it waits: `_check` awaits the backend (and
+    # Prompt Guard, the approver); `_check_sync` runs in the caller's thread and hands exactly
+    # those waits to the background loop, or skips them when the batcher can classify inline.
+    # Everything else (fitting, rendering, the screen, policy, fail modes, audit) is shared.
+
+    def _rules_for(self, hook: Hook) -> _HookRules:
+        policy, rules = self._rules
+        if policy is not self.policy:  # the policy was replaced: look everything up again
+            policy, rules = self._rules = (self.policy, {})
+        found = rules.get(hook)
+        if found is None:
+            found = rules[hook] = _HookRules(policy, hook)
+        return found
 
     async def _check(
         self,
@@ -217,57 +264,108 @@ class Guard:
         arguments: Mapping[str, Any] | str | None = None,
     ) -> Decision:
         start = time.perf_counter()
-        hp = self.policy.for_hook(hook)
-        content = conversation.turns()[-1].text  # validates: raises on nothing to assess
+        rules = self._rules_for(hook)
+        turns = conversation.turns()  # validates: raises on nothing to assess
         with otel_span(hook.value, self.backend.name) as record:
-            if not hp.enabled:
+            if not rules.hp.enabled:
                 decision = Decision(hook, Action.ALLOW, "hook_disabled", tool_name=tool_name)
             else:
-                decision = await self._decide(hook, hp, conversation, tool_name, call)
+                decision = await self._decide(rules, conversation, turns, tool_name, call)
                 if decision.action is Action.REQUIRE_APPROVAL and decision.enforced:
                     decision = await self._ask_approval(decision, conversation, arguments)
-            decision = decision.replace(latency_ms=(time.perf_counter() - start) * 1000)
+            _stamp_latency(decision, start)
             record(decision)
-        self._audit(decision, content)
+        self._audit(decision, turns[-1].text)
         return decision
 
-    async def _decide(
+    def _check_sync(
         self,
         hook: Hook,
-        hp: HookPolicy,
         conversation: Conversation,
+        api: str,
+        *,
+        tool_name: str | None = None,
+        call: ToolCallPart | None = None,
+        arguments: Mapping[str, Any] | str | None = None,
+    ) -> Decision:
+        if on_portal_thread() or (self.prompt_guard is not None and hook in _PROMPT_GUARD_HOOKS):
+            # On the loop itself run_sync refuses (await the async twin); Prompt Guard runs
+            # concurrently with the backend, which needs the loop.
+            coro = self._check(
+                hook, conversation, tool_name=tool_name, call=call, arguments=arguments
+            )
+            return run_sync(coro, api=api)
+        start = time.perf_counter()
+        rules = self._rules_for(hook)
+        turns = conversation.turns()
+        with otel_span(hook.value, self.backend.name) as record:
+            if not rules.hp.enabled:
+                decision = Decision(hook, Action.ALLOW, "hook_disabled", tool_name=tool_name)
+            else:
+                decision = self._decide_sync(rules, conversation, turns, tool_name, call, api)
+                if decision.action is Action.REQUIRE_APPROVAL and decision.enforced:
+                    decision = run_sync(
+                        self._ask_approval(decision, conversation, arguments), api=api
+                    )
+            _stamp_latency(decision, start)
+            record(decision)
+        self._audit(decision, turns[-1].text)
+        return decision
+
+    def _prepare(
+        self,
+        rules: _HookRules,
+        conversation: Conversation,
+        turns: tuple[Turn, ...],
         tool_name: str | None,
         call: ToolCallPart | None,
-    ) -> Decision:
-        categories = self.policy.categories_for(hook)
-        budget = self.policy.max_prompt_tokens or self.backend.max_prompt_tokens
+    ) -> tuple[list[ClassificationRequest], dict[str, Any]]:
+        """Fit and render the requests; screen the code; the fields every outcome shares."""
+        categories = rules.categories
         fitted = fit_conversation(
             conversation,
             categories,
-            budget=budget,
+            budget=self.policy.max_prompt_tokens or self.backend.max_prompt_tokens,
             count_tokens=self.backend.count_tokens,
             max_context_turns=self.policy.max_context_turns,
+            turns=turns,
         )
-        requests = [
-            ClassificationRequest(conv, categories, threshold=hp.request_threshold)
-            for conv in fitted.conversations
-        ]
-        findings = _screen(call) if (hook is Hook.TOOL_CALL and hp.screen_code and call) else ()
-        pg_task: asyncio.Future[PromptGuardResult] | None = None
-        pg_start = time.perf_counter()
-        if self.prompt_guard is not None and hook in (Hook.USER_INPUT, Hook.TOOL_RESULT):
-            text = conversation.turns()[-1].text
-            pg_task = asyncio.ensure_future(
-                self.prompt_guard.score_detail(text, hp.prompt_guard_threshold)
-            )
+        requests = []
+        for conv in fitted.conversations:
+            request = ClassificationRequest(conv, categories, threshold=rules.threshold)
+            if len(fitted.conversations) == 1 and fitted.prompt is not None:
+                request._seed_prompt(fitted.prompt)  # fitting rendered it already
+            elif conv is conversation:
+                request._seed_prompt(build_prompt_from_turns(conv, turns, categories))
+            requests.append(request)
+        neutralized = any(r.prompt.neutralized for r in requests)
+        findings = _screen(call) if (rules.screen and call) else ()
         common: dict[str, Any] = {
             "tool_name": tool_name,
             "findings": findings,
             "enforced": not self.policy.monitor,
             "windows": len(requests),
             "trimmed_turns": fitted.trimmed_messages,
-            "neutralized": any(r.prompt.neutralized for r in requests),
+            "neutralized": neutralized,
         }
+        return requests, common
+
+    async def _decide(
+        self,
+        rules: _HookRules,
+        conversation: Conversation,
+        turns: tuple[Turn, ...],
+        tool_name: str | None,
+        call: ToolCallPart | None,
+    ) -> Decision:
+        hook, hp = rules.hook, rules.hp
+        requests, common = self._prepare(rules, conversation, turns, tool_name, call)
+        pg_task: asyncio.Future[PromptGuardResult] | None = None
+        pg_start = time.perf_counter()
+        if self.prompt_guard is not None and hook in _PROMPT_GUARD_HOOKS:
+            pg_task = asyncio.ensure_future(
+                self.prompt_guard.score_detail(turns[-1].text, hp.prompt_guard_threshold)
+            )
         try:
             verdicts, cached = await self._classify_all(requests, hp.timeout)
         except asyncio.TimeoutError:
@@ -297,12 +395,37 @@ class Guard:
                 return self._failed(hook, hp, exc, common)
         return _apply_policy(hook, hp, verdicts, prompt_guard, cached=cached, **common)
 
+    def _decide_sync(
+        self,
+        rules: _HookRules,
+        conversation: Conversation,
+        turns: tuple[Turn, ...],
+        tool_name: str | None,
+        call: ToolCallPart | None,
+        api: str,
+    ) -> Decision:
+        """`_decide` without Prompt Guard (`_check_sync` leaves that to the loop)."""
+        hook, hp = rules.hook, rules.hp
+        requests, common = self._prepare(rules, conversation, turns, tool_name, call)
+        try:
+            verdicts, cached = self._classify_all_sync(requests, hp.timeout, api)
+        except asyncio.TimeoutError:
+            return self._failed(hook, hp, TimeoutError(f"timed out after {hp.timeout}s"), common)
+        except AssertionError:
+            raise
+        except Exception as exc:
+            return self._failed(hook, hp, exc, common)
+        return _apply_policy(hook, hp, verdicts, None, cached=cached, **common)
+
     async def _classify_all(
-        self, requests: list[ClassificationRequest], timeout: float | None
+        self, requests: list[ClassificationRequest], timeout: float | None, *, missed: int = 0
     ) -> tuple[list[Verdict], bool]:
-        async def one(request: ClassificationRequest) -> tuple[Verdict, bool]:
+        """Verdicts through the cache and the batcher, within `timeout`. The first `missed`
+        requests were already looked up in the cache (by `_classify_all_sync`) and missed."""
+
+        async def one(request: ClassificationRequest, lookup: bool) -> tuple[Verdict, bool]:
             key = request_key(request)
-            hit = self.cache.get(key)
+            hit = self.cache.get(key) if lookup else None
             if hit is not None:
                 return hit, True
             verdict = await self.batcher.submit(request)
@@ -311,8 +434,10 @@ class Guard:
 
         async def all_() -> list[tuple[Verdict, bool]]:
             if len(requests) == 1:
-                return [await one(requests[0])]
-            return list(await asyncio.gather(*(one(r) for r in requests)))
+                return [await one(requests[0], missed < 1)]
+            return list(
+                await asyncio.gather(*(one(r, i >= missed) for i, r in enumerate(requests)))
+            )
 
         if timeout is None:
             results = await all_()
@@ -322,6 +447,29 @@ class Guard:
         else:  # pragma: no cover - Python 3.10
             results = await asyncio.wait_for(all_(), timeout)
         return [v for v, _ in results], all(c for _, c in results)
+
+    def _classify_all_sync(
+        self, requests: list[ClassificationRequest], timeout: float | None, api: str
+    ) -> tuple[list[Verdict], bool]:
+        """`_classify_all` from a sync caller: cache hits and inline classifications here, in
+        order (as the async path does them when nothing waits); from the first request that
+        needs to wait, the rest on the background loop, with the timeout."""
+        verdicts: list[Verdict] = []
+        cached = True
+        for i, request in enumerate(requests):
+            key = request_key(request)
+            hit = self.cache.get(key)
+            if hit is not None:
+                verdicts.append(hit)
+                continue
+            cached = False
+            verdict = self.batcher.classify_inline(request)
+            if verdict is None:
+                rest, _ = run_sync(self._classify_all(requests[i:], timeout, missed=1), api=api)
+                return verdicts + rest, False
+            self.cache.put(key, verdict)
+            verdicts.append(verdict)
+        return verdicts, cached
 
     def _failed(
         self, hook: Hook, hp: HookPolicy, exc: BaseException, common: dict[str, Any]
@@ -380,6 +528,8 @@ class Guard:
         return decision.replace(approved=approved, rule=f"{decision.rule};approval:{outcome}")
 
     def _audit(self, decision: Decision, content: str) -> None:
+        if not wanted(decision, self.sinks):
+            return
         event = build_event(decision, content, include_content=self.policy.log_content)
         emit(event, self.sinks)
 
@@ -392,8 +542,6 @@ def _apply_policy(
     **common: Any,
 ) -> Decision:
     """Verdicts (one per window; the worst wins) + screen findings + Prompt Guard → Decision."""
-    from guard_plugins.categories import Category
-
     flagged: dict[str, Any] = {}
     worst: Verdict = verdicts[0]
     unexplained = False
@@ -437,6 +585,12 @@ def _apply_policy(
         else None,
         **common,
     )
+
+
+def _stamp_latency(decision: Decision, start: float) -> None:
+    # The decision was just built by this check and nobody else holds it yet: setting the field
+    # in place saves a dataclasses.replace copy of ~20 fields on every check.
+    object.__setattr__(decision, "latency_ms", (time.perf_counter() - start) * 1000)
 
 
 def _screen_flags(finding: ScreenFinding, mode: str) -> bool:

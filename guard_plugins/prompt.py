@@ -33,6 +33,7 @@ __all__ = [
     "IMAGE_TOKEN",
     "RenderedPrompt",
     "build_prompt",
+    "build_prompt_from_turns",
     "neutralize_text",
     "prompt_prefix",
     "prompt_suffix",
@@ -53,6 +54,7 @@ _TAIL = (
     "must include a comma-separated list of violated categories. "
     "<|eot|><|header_start|>assistant<|header_end|>"
 )
+_TAILS = {role: _TAIL.format(role=role) for role in ("User", "Agent")}
 # The turn terminator is the four literal characters \n\n followed by two real newlines.
 _TURN_END = "\\n\\n\n\n"
 
@@ -87,7 +89,7 @@ def _prefix(role: AssessedRole, categories: tuple[CategoryLike, ...]) -> str:
 
 
 def prompt_suffix(role: AssessedRole) -> str:
-    return _TAIL.format(role=role)
+    return _TAILS.get(role) or _TAIL.format(role=role)
 
 
 def render_turn(turn: Turn) -> str:
@@ -101,21 +103,32 @@ def build_prompt(
 ) -> RenderedPrompt:
     """Render `conversation` and report the role, categories and neutralisation applied."""
     conv = Conversation.of(conversation)
-    turns = conv.turns()
-    chosen = resolve_categories(categories, exclude, has_image=conv.has_images)
+    return build_prompt_from_turns(conv, conv.turns(), categories, exclude)
+
+
+def build_prompt_from_turns(
+    conv: Conversation,
+    turns: tuple[Turn, ...],
+    categories: CategorySpec | None = None,
+    exclude: str | Iterable[str] = (),
+) -> RenderedPrompt:
+    """`build_prompt` for a caller that already holds ``conv.turns()`` (the Guard's hot path)."""
+    images = conv.images
+    chosen = resolve_categories(categories, exclude, has_image=bool(images))
     role = turns[-1].role
     neutralized = False
     body: list[str] = []
+    clean = ""
     for turn in turns:
         clean = neutralize_text(turn.text).strip()
         neutralized = neutralized or clean != turn.text.strip()
         body.append(render_turn(Turn(turn.role, clean, turn.images)))
-    if not turns[-1].images and not neutralize_text(turns[-1].text).strip():
+    if not turns[-1].images and not clean:
         from guard_plugins.errors import ConversationError
 
         raise ConversationError(f"the last {role} turn has nothing to assess after cleaning")
-    text = prompt_prefix(role, chosen) + "".join(body) + prompt_suffix(role)
-    return RenderedPrompt(text, role, chosen, len(conv.images), neutralized, conv.images)
+    text = _prefix(role, tuple(chosen)) + "".join(body) + prompt_suffix(role)
+    return RenderedPrompt(text, role, chosen, len(images), neutralized, images)
 
 
 def render_prompt(

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Union
 
+from guard_plugins._sync import run_sync
 from guard_plugins.backends.base import Backend, ClassificationRequest
 from guard_plugins.conversation import Conversation
 from guard_plugins.verdict import Verdict, parse_verdict
@@ -53,6 +54,13 @@ def _finish(answer: Answer, request: ClassificationRequest, name: str, start: fl
     raise TypeError(f"a test backend must answer with a Verdict or raw text, not {answer!r}")
 
 
+def _is_async_callable(fn: object) -> bool:
+    # An `async def` function, or an object whose class defines `async def __call__`.
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        inspect.getattr_static(type(fn), "__call__", None)
+    )
+
+
 async def _resolve(value: Answer | Awaitable[Answer]) -> Answer:
     if inspect.isawaitable(value):
         return await value
@@ -64,6 +72,8 @@ class FunctionBackend(Backend):
 
     `fn` may be sync or async. Every request is recorded in `requests` (prompt rendered, so
     rendering errors surface exactly as with a model backend). `delay` simulates model latency.
+    With a plain function and no delay nothing ever waits, so the Guard's sync methods call it
+    inline (`can_classify_inline`) instead of via the background loop.
     """
 
     name = "function"
@@ -82,6 +92,7 @@ class FunctionBackend(Backend):
         self.max_prompt_tokens = max_prompt_tokens
         self.requests: list[ClassificationRequest] = []
         self.batch_sizes: list[int] = []
+        self._sync_fn = not _is_async_callable(fn)
 
     async def classify_batch(self, requests: Sequence[ClassificationRequest]) -> list[Verdict]:
         self.batch_sizes.append(len(requests))
@@ -94,6 +105,24 @@ class FunctionBackend(Backend):
             start = time.perf_counter()
             self.requests.append(request)
             answer = await _resolve(self._fn(request.conversation))
+            verdicts.append(_finish(answer, request, self.name, start))
+        return verdicts
+
+    def can_classify_inline(self) -> bool:
+        return self._sync_fn and not self.delay
+
+    def classify_batch_inline(self, requests: Sequence[ClassificationRequest]) -> list[Verdict]:
+        self.batch_sizes.append(len(requests))
+        for request in requests:
+            _ = request.prompt
+        verdicts = []
+        for request in requests:
+            start = time.perf_counter()
+            self.requests.append(request)
+            answer = self._fn(request.conversation)
+            if inspect.isawaitable(answer):  # a plain function that returned an awaitable
+                self._sync_fn = False  # from now on: the async path, with the hook's timeout
+                answer = run_sync(_resolve(answer), api="acheck()")
             verdicts.append(_finish(answer, request, self.name, start))
         return verdicts
 

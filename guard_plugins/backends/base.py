@@ -65,6 +65,10 @@ class ClassificationRequest:
         """The rendered prompt (computed once per request)."""
         return build_prompt(self.conversation, self.categories, self.exclude)
 
+    def _seed_prompt(self, prompt: RenderedPrompt) -> None:
+        # The caller already rendered this exact prompt (fitting does); cached_property storage.
+        self.__dict__["prompt"] = prompt
+
     @property
     def listed(self) -> tuple[CategoryLike, ...]:
         return self.prompt.categories
@@ -141,6 +145,19 @@ class Backend(Closeable, abc.ABC):
 
     def classify_batch_sync(self, requests: Sequence[ClassificationRequest]) -> list[Verdict]:
         return run_sync(self.classify_batch(requests), api="classify_batch()")
+
+    def can_classify_inline(self) -> bool:
+        """True when `classify_batch_inline` answers in the caller's thread without waiting.
+
+        Only for backends that never suspend (in-process rules, the test doubles): the Guard's
+        sync methods then skip the hop to the background loop when its micro-batcher is idle.
+        Model and HTTP backends keep the default (False)."""
+        return False
+
+    def classify_batch_inline(self, requests: Sequence[ClassificationRequest]) -> list[Verdict]:
+        """`classify_batch` run to completion in the caller's thread, with the same outcome
+        (verdicts or exception). Only called when `can_classify_inline()` is True."""
+        raise NotImplementedError(f"{type(self).__name__} cannot classify inline")
 
     def count_tokens(self, prompt: RenderedPrompt) -> int | None:
         """Exact prompt length in tokens when the backend can tell, else None."""
