@@ -50,7 +50,17 @@ def _check_backend(suite: dict[str, Any]) -> None:
     assert unsafe["tokens_per_check"] >= unsafe["safe_path_tokens_per_check"] + 3  # unsafe, \n, code
     bucketing = suite["length_bucketing"]
     assert bucketing["bucketed_padding_tokens"] <= bucketing["arrival_order_padding_tokens"]
-    for entry in [*ours["by_batch"].values(), suite["single_sub_batch"]]:
+    # Packed rows carry no padding; the same call in padded sub-batches does.
+    packing = suite["packing"]
+    assert packing["packed_padding_tokens"] == 0 < packing["padded_padding_tokens"]
+    assert ours["by_batch"]["32"]["padding_tokens"] == 0
+    # Conversations checked turn by turn reuse what earlier checks of them computed.
+    sessions = suite["sessions"]
+    assert sessions["checks"] == 4 * sessions["sessions"] > 0
+    assert sessions["conversation_hits"] == 2 * sessions["sessions"]
+    assert sessions["backend"]["tokens_per_check"] < ours["tokens_per_check"]
+    assert sessions["tokens_ratio"] == suite["ratios"]["sessions_tokens_per_check"] < 0.5
+    for entry in [*ours["by_batch"].values(), suite["single_sub_batch"], packing["padded"]]:
         assert {"throughput_cps", "relative_to_batch_1", "padding_tokens", "sub_batch_limit",
                 "peak_working_rss_mb"} <= set(entry)
 
@@ -96,7 +106,7 @@ def test_quick_run_reports_every_suite(tmp_path: Path, tiny_model_dir: Path,
         assert "skipped" in entry or "import" in entry
 
     targets = document["targets"]
-    assert len(targets) == 4
+    assert len(targets) == 5
     assert all(t["met"] in (True, False) for t in targets)  # every target was measured
     assert "phase_peak_working_mb" in document["memory"]
     printed = capsys.readouterr().out

@@ -255,3 +255,15 @@ async def test_packed_batches_equal_padded_ones_and_pad_nothing(tiny_backend: An
     finally:
         packed.close()
         padded.close()
+
+
+def test_store_can_be_resized() -> None:
+    cache = ConversationCache(max_tokens=10)
+    cache.add(_entry((1, 2, 3)))
+    cache.add(_entry((4, 5, 6, 7)))
+    cache.resize(5)
+    assert cache.tokens == 4 and cache.match("k", (4, 5, 6, 7, 8), 0)[1] == 4
+    cache.resize(0)
+    assert cache.tokens == 0 and len(cache) == 0
+    with pytest.raises(ValueError, match="max_tokens"):
+        cache.resize(-2)

@@ -99,6 +99,14 @@ class ConversationCache:
         while self._tokens > self.max_tokens:
             self._remove(next(iter(self._entries)))
 
+    def resize(self, max_tokens: int) -> None:
+        """Change the budget, evicting the least recently used entries that no longer fit."""
+        if max_tokens < 0:
+            raise ValueError("max_tokens must be >= 0")
+        self.max_tokens = max_tokens
+        while self._tokens > max_tokens:
+            self._remove(next(iter(self._entries)))
+
     def clear(self) -> None:
         self._entries.clear()
         self._tokens = 0

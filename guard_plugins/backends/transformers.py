@@ -779,6 +779,15 @@ class TransformersBackend(Backend):
         if self.device.type == "cuda":
             self._torch.cuda.empty_cache()
 
+    @property
+    def conversation_cache_tokens(self) -> int:
+        """Positions of conversation KV kept for reuse (0: off). Set between calls only."""
+        return self._conversations.max_tokens
+
+    @conversation_cache_tokens.setter
+    def conversation_cache_tokens(self, value: int) -> None:
+        self._conversations.resize(value)
+
     def clear_cache(self) -> None:
         """Drop every cached prefix and conversation KV (the next checks start cold).
 

@@ -11,6 +11,12 @@ of the call of 32 as one padded sub-batch. Its throughput ratio to the baseline 
 batch 1: ``(batch-N / batch-1, same rounds) x (batch-1 / baseline, phase A)``, so no ratio spans
 minutes of drift.
 
+Phases A and B run with the conversation cache off, so every prompt is computed as if seen for
+the first time (repeated prompts would otherwise be free). Phase C, *sessions*, checks four-turn
+conversations the way an application does, every turn as it arrives with the conversation so far,
+with the conversation cache on: the baseline recomputes the whole conversation each time, the
+backend only what follows the turns it already checked under the same role.
+
 Requests use threshold 1.0, so categories are never decoded: the *safe path*, the work that
 matches the baseline's three generated tokens (a random-weight dev model would otherwise call a
 random share of prompts unsafe). The cost of a flagged check is reported as ``unsafe_path``.
@@ -69,6 +75,8 @@ def _run(ctx: BenchContext) -> dict[str, Any]:
     try:
         prompt_info = _prompt_info(backend, baseline, items)
         weights_mb = round(baseline.weight_bytes() / 2**20, 1)
+        conversation_cache = int(backend.conversation_cache_tokens)
+        backend.conversation_cache_tokens = 0  # phases A and B: every prompt cold
         # Warm up: kernels, and the prefix cache for both roles (a one-time cost per process).
         driver.classify(_one_per_role(items))
         baseline.check(items[0][1])
@@ -78,10 +86,18 @@ def _run(ctx: BenchContext) -> dict[str, Any]:
                 f"{', '.join(map(str, ctx.settings.batch_sizes))} and one unbucketed batch")
         throughput = measure_throughput(ctx, driver, [c for _, c in items])
         unsafe_path = measure_unsafe_path(driver, [c for _, c in items[:UNSAFE_SAMPLE]])
+        backend.conversation_cache_tokens = conversation_cache
+        checks = ctx.prompts.session_checks()
+        ctx.log(f"backend: phase C, {len(checks)} checks of {len(ctx.prompts.sessions)} "
+                "conversations, turn by turn (baseline, backend)")
+        sessions = _phase_sessions(driver, baseline, checks)
     finally:
         driver.close()
         baseline.close()  # the backend stays loaded for the guard suite (ctx.close() frees it)
-    return _assemble(ctx, prompt_info, weights_mb, latency, throughput, unsafe_path)
+    result = _assemble(ctx, prompt_info, weights_mb, latency, throughput, unsafe_path)
+    result["sessions"] = sessions
+    result["ratios"]["sessions_tokens_per_check"] = sessions["tokens_ratio"]
+    return result
 
 
 def _assemble(
@@ -105,6 +121,7 @@ def _assemble(
         units[b]["peak_working_rss_mb"] = peaks.get(f"backend_b{b}")
         units[b]["peak_process_rss_mb"] = absolute.get(f"backend_b{b}")
     units["single_sub_batch"]["peak_working_rss_mb"] = peaks.get("backend_single_sub_batch")
+    units["padded"]["peak_working_rss_mb"] = peaks.get("backend_padded")
     return {
         "prompts": prompt_info,
         "weights_mb": weights_mb,
@@ -129,6 +146,7 @@ def _assemble(
         "prefix_cache_off": {**off, "peak_working_rss_mb": peaks.get("backend_b1_no_prefix")},
         "single_sub_batch": units["single_sub_batch"],
         "length_bucketing": throughput["bucketing"],
+        "packing": {**throughput["packing"], "padded": units["padded"]},
         "unsafe_path": unsafe_path,
         "by_workload": latency["by_workload"],
         "ratios": {
@@ -217,6 +235,46 @@ def _phase_a(
         "prefix_off": _latency_block(runs["off"]),
         "paired_latency_ratio": round(median(paired), 3),
         "by_workload": _by_workload(runs["baseline"], runs["on"]),
+    }
+
+
+def _phase_sessions(
+    driver: Driver, baseline: HFBaseline, checks: Sequence[tuple[int, Conversation]]
+) -> dict[str, Any]:
+    """Each session's turns in order through the baseline and the backend (conversation cache
+    on, emptied first), alternating which goes first from session to session."""
+    backend = driver.backend
+    stats = backend.stats
+    size = int(backend.conversation_cache_tokens)
+    backend.conversation_cache_tokens = 0
+    backend.conversation_cache_tokens = size
+    runs: dict[str, list[Run]] = {"baseline": [], "backend": []}
+    hits = 0
+    for session, conversation in checks:
+        for which in (("baseline", "backend") if session % 2 == 0 else ("backend", "baseline")):
+            if which == "baseline":
+                check = baseline.check(conversation)
+                runs["baseline"].append(("sessions", check.seconds, check.tokens_computed, 0))
+                continue
+            stats.reset()
+            start = time.perf_counter()
+            driver.classify([conversation])
+            seconds = time.perf_counter() - start
+            hits += int(stats.conversation_hits)
+            runs["backend"].append(
+                ("sessions", seconds, int(stats.tokens_computed), int(stats.decoded_checks))
+            )
+    base, ours = _latency_block(runs["baseline"]), _latency_block(runs["backend"])
+    return {
+        "sessions": len({s for s, _ in checks}),
+        "checks": len(checks),
+        "conversation_cache_tokens": size,
+        "conversation_hits": hits,
+        "baseline": base,
+        "backend": ours,
+        "tokens_ratio": _r(ratio(ours["tokens_per_check"], base["tokens_per_check"])),
+        "latency_p50_ratio": _r(ratio(ours["latency_ms"]["p50"], base["latency_ms"]["p50"])),
+        "throughput_ratio": _r(ratio(ours["throughput_cps"], base["throughput_cps"])),
     }
 
 

@@ -26,6 +26,12 @@ SCHEMA = "guard-plugins-bench/1"
 _TARGETS: tuple[tuple[str, tuple[str, ...], str, float], ...] = (
     ("throughput vs baseline", ("backend", "ratios", "throughput_best"), ">=", 4.0),
     ("tokens computed per check vs baseline", ("backend", "ratios", "tokens_per_check"), "<=", 0.4),
+    (
+        "tokens computed per check vs baseline, conversations checked turn by turn",
+        ("backend", "ratios", "sessions_tokens_per_check"),
+        "<=",
+        0.4,
+    ),
     ("single-check latency p50 vs baseline", ("backend", "ratios", "latency_p50"), "<=", 0.6),
     (
         "agent reply turn, speculative input check, vs unguarded",
@@ -116,6 +122,17 @@ def _backend_lines(suite: Mapping[str, Any]) -> list[str]:
     rows.append([f"peak working RSS, batch {largest} (MB)", "",
                  _f(ours["by_batch"][largest]["peak_working_rss_mb"]), "", ""])
     rows.append(["  ... as one sub-batch (MB)", "", _f(single["peak_working_rss_mb"]), "", ""])
+    packing = suite.get("packing")
+    if packing:
+        rows.append([f"batch {largest} padded, not packed (checks/s)", "",
+                     _f(packing["padded"]["throughput_cps"], 2), "", ""])
+    sessions = suite.get("sessions")
+    if sessions:
+        s_base, s_ours = sessions["baseline"], sessions["backend"]
+        rows.append(["sessions: tokens / check", _f(s_base["tokens_per_check"]),
+                     _f(s_ours["tokens_per_check"]), "", _f(sessions["tokens_ratio"], 2)])
+        rows.append(["sessions: check p50 (ms)", _f(s_base["latency_ms"]["p50"]),
+                     _f(s_ours["latency_ms"]["p50"]), "", _f(sessions["latency_p50_ratio"], 2)])
     bucket = suite["length_bucketing"]
     lines = _rows("backend (baseline = release-notes generate(); ours = TransformersBackend)",
                   ["", "baseline", "ours", "no prefix", "ours/base"], rows)
@@ -126,6 +143,17 @@ def _backend_lines(suite: Mapping[str, Any]) -> list[str]:
         f"{bucket['arrival_order_padding_tokens']} in arrival order, "
         f"{_f(bucket['throughput_ratio'], 2)}x throughput"
     )
+    if packing:
+        lines.append(
+            f"  packing: batch {largest} in packed rows pads {packing['packed_padding_tokens']} "
+            f"tokens, padded sub-batches {packing['padded_padding_tokens']}; "
+            f"{_f(packing['throughput_ratio'], 2)}x throughput"
+        )
+    if sessions:
+        lines.append(
+            f"  sessions: {sessions['checks']} checks of {sessions['sessions']} conversations, "
+            f"turn by turn; {sessions['conversation_hits']} reused an earlier check's KV"
+        )
     return lines
 
 

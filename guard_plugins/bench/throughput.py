@@ -10,8 +10,10 @@ users get it (``max_batch_size=8``):
 - ``"1"``, ``"8"``, ``"32"``: calls of that many requests. A call larger than the sub-batch limit
   is sorted by length and cut into sub-batches (length bucketing); a call within the limit runs
   as one sub-batch in arrival order.
-- ``"single_sub_batch"``: the same call of 32 with the limit raised to 32 — one sub-batch, padded
-  to its longest prompt.
+- ``"single_sub_batch"``: the same call of 32 with the limit raised to 32 — one sub-batch (one
+  packed row while it fits `PACK_MAX_TOKENS`, else padded to its longest prompt).
+- ``"padded"``: the call of 32 with packing off — sorted sub-batches of 8, each left-padded to
+  its longest prompt (how the backend batched before packing).
 
 Length bucketing is measured as the largest call (sorted sub-batches of 8) against calls of 8 in
 arrival order: the same sub-batch size, only the grouping differs.
@@ -36,6 +38,7 @@ SAFE_PATH = 1.0
 #: threshold for the unsafe path: categories are always decoded
 UNSAFE_PATH = 1e-6
 SINGLE = "single_sub_batch"
+PADDED = "padded"
 
 
 def request(conversation: Conversation, threshold: float = SAFE_PATH) -> ClassificationRequest:
@@ -62,20 +65,23 @@ def _run_unit(
     ctx: BenchContext, driver: Driver, unit: str, conversations: Sequence[Conversation]
 ) -> dict[str, Any]:
     backend = driver.backend
-    size = len(conversations) if unit == SINGLE else int(unit)
+    size = len(conversations) if unit in (SINGLE, PADDED) else int(unit)
     calls = [conversations[i: i + size] for i in range(0, len(conversations), size)]
-    saved = backend.max_batch_size
+    saved, packing = backend.max_batch_size, backend.packing
     if unit == SINGLE:
         backend.max_batch_size = size
+    if unit == PADDED:
+        backend.packing = False
     backend.stats.reset()
     try:
         start = time.perf_counter()
-        with ctx.monitor.phase(f"backend_{unit}" if unit == SINGLE else f"backend_b{unit}"):
+        phase = f"backend_{unit}" if unit in (SINGLE, PADDED) else f"backend_b{unit}"
+        with ctx.monitor.phase(phase):
             for call in calls:
                 driver.classify(call)
         seconds = time.perf_counter() - start
     finally:
-        backend.max_batch_size = saved
+        backend.max_batch_size, backend.packing = saved, packing
     limit = size if unit == SINGLE else saved
     stats = backend.stats
     computed, padding = int(stats.tokens_computed), int(stats.padding_tokens)
@@ -98,7 +104,7 @@ def measure_throughput(
     chosen = list(conversations[: max(sizes)])
     limit = int(driver.backend.max_batch_size)
     arrival = str(limit)
-    units = [str(b) for b in sizes] + [SINGLE] + ([] if limit in sizes else [arrival])
+    units = [str(b) for b in sizes] + [SINGLE, PADDED] + ([] if limit in sizes else [arrival])
     runs: dict[str, list[dict[str, Any]]] = {u: [] for u in units}
     for round_index in range(ctx.settings.rounds):
         shift = round_index % len(units)
@@ -138,6 +144,13 @@ def measure_throughput(
             "bucketed_padding_fraction": by_unit[largest]["padding_fraction"],
             "arrival_order_padding_fraction": by_unit[arrival]["padding_fraction"],
             "throughput_ratio": paired(largest, arrival),
+        },
+        "packing": {
+            "checks": len(chosen),
+            "packed_padding_tokens": by_unit[largest]["padding_tokens"],
+            "padded_padding_tokens": by_unit[PADDED]["padding_tokens"],
+            "padded_padding_fraction": by_unit[PADDED]["padding_fraction"],
+            "throughput_ratio": paired(largest, PADDED),
         },
     }
 

@@ -8,6 +8,10 @@ Three workloads, selected deterministically (evenly spaced rows, no randomness):
   as ``User``) alternating with two-turn ones (user → assistant, assessed as ``Agent``), so both
   prompt prefixes are exercised.
 
+Besides the workloads, *sessions*: four-turn conversations (XSTest user turn → reply → AILuminate
+user turn → reply) checked the way an application checks them, every turn as it arrives with the
+conversation so far (`PromptSet.session_checks`).
+
 When the datasets directory is missing, the same shapes are built from `BUILTIN_PROMPTS` and
 the prompt set says so (`PromptSet.note`).
 """
@@ -79,6 +83,16 @@ class PromptSet:
     """``"datasets"`` or ``"builtin"``."""
     directory: str | None = None
     note: str | None = None
+    sessions: tuple[Conversation, ...] = ()
+    """Whole conversations; `session_checks` gives the checks an application makes over them."""
+
+    def session_checks(self) -> list[tuple[int, Conversation]]:
+        """(session index, conversation so far) for every turn of every session, in order."""
+        checks = []
+        for index, session in enumerate(self.sessions):
+            messages = session.messages
+            checks += [(index, Conversation(messages[:end])) for end in range(1, len(messages) + 1)]
+        return checks
 
     def interleaved(self) -> list[tuple[str, Conversation]]:
         """(workload name, conversation) taking one from each workload in turn."""
@@ -99,6 +113,7 @@ class PromptSet:
                 w.name: {"source": w.source, "conversations": len(w.conversations)}
                 for w in self.workloads
             },
+            "sessions": len(self.sessions),
         }
 
 
@@ -150,6 +165,22 @@ def _multi_turn(first: Sequence[str], second: Sequence[str], count: int) -> list
     return conversations
 
 
+def _sessions(first: Sequence[str], second: Sequence[str], count: int) -> tuple[Conversation, ...]:
+    """user → assistant → user → assistant conversations."""
+    firsts, seconds, replies = _cycle(first), _cycle(second), _cycle(_REPLIES)
+    return tuple(
+        Conversation((
+            Message.user(next(firsts)), Message.assistant(next(replies)),
+            Message.user(next(seconds)), Message.assistant(next(replies)),
+        ))
+        for _ in range(count)
+    )
+
+
+def _session_count(per_workload: int) -> int:
+    return max(2, per_workload // 2)
+
+
 def _user_turns(texts: Sequence[str]) -> tuple[Conversation, ...]:
     return tuple(Conversation.user(t) for t in texts)
 
@@ -177,6 +208,7 @@ def load_prompt_set(directory: str | os.PathLike[str] | None, per_workload: int)
             ),
             "datasets",
             str(root),
+            sessions=_sessions(shorts[::2], longs[1::2], _session_count(per_workload)),
         )
     samples = list(BUILTIN_PROMPTS)
     longs = [" ".join(samples[i: i + 4]) for i in range(len(samples))]
@@ -188,6 +220,7 @@ def load_prompt_set(directory: str | os.PathLike[str] | None, per_workload: int)
         ),
         "builtin",
         str(root),
+        sessions=_sessions(samples, longs, _session_count(per_workload)),
         note=f"datasets not found in {root} (set --datasets or ${DATASETS_ENV}): "
         "using built-in sample prompts, not real data",
     )
