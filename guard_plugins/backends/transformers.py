@@ -6,17 +6,21 @@ needed), `TransformersBackend` adds the model. torch and transformers are import
 How a check runs (cheapest path that gives the model's own numbers):
 
 - Scoring is one forward pass over prompt + ``"\\n\\n"`` (the model's first output token,
-  teacher-forced), projecting only the last position onto the vocabulary (``logits_to_keep=1``).
+  teacher-forced). Text prompts run the decoder alone and project the last position onto the two
+  output-head rows of ``unsafe`` and ``safe`` only (the other ~202k rows are never multiplied);
   score = P(unsafe) / (P(unsafe) + P(safe)) of the verdict token.
 - Only when score >= threshold are the categories decoded: ``unsafe`` + ``"\\n"`` are
   teacher-forced on the KV cache of the scoring pass and at most 20 tokens are decoded greedily,
   constrained to comma-separated codes of the listed categories (so even a dev model's output
-  parses), stopping at ``<|eot|>``.
-- Text requests are sorted by length, cut into sub-batches (`max_batch_size`,
-  `max_batch_tokens`) and left-padded; image requests run one at a time (their lengths differ by
-  multiples of 145 tokens and the vision tower dominates their cost).
+  parses; only those tokens' head rows are projected), stopping at ``<|eot|>``.
+- Text requests are cut into sub-batches (`max_batch_size`, `max_batch_tokens`); a sub-batch is
+  *packed* into one row with a 4-D attention mask (no padding, mixed roles and category lists),
+  or, with ``packing=False``, sorted by length and left-padded. Image requests run one at a time
+  (the vision tower dominates their cost).
 - The prompt part up to ``<BEGIN CONVERSATION>\\n`` is the same for every check with the same role
-  and categories; with ``prefix_cache=True`` its KV is computed once and reused (LRU).
+  and categories; with ``prefix_cache=True`` its KV is computed once and reused (LRU). The KV of
+  each text check's conversation is kept too (`conversation_cache_tokens` positions in total):
+  the next check of a growing conversation computes only its new turns and the closing lines.
 """
 
 from __future__ import annotations
@@ -601,12 +605,18 @@ class TransformersBackend(Backend):
     Model work runs on a single worker thread owned by the backend (torch work serialised, the
     event loop never blocks); `aclose()` stops it and drops the model.
 
-    Options: `max_batch_size` / `max_batch_tokens` bound a text sub-batch (requests sorted by
-    length, left-padded); image requests run one at a time. `prefix_cache` keeps the KV of up to
-    `prefix_cache_size` prompt prefixes (everything through ``<BEGIN CONVERSATION>\\n``, keyed by
-    its text, i.e. role + category list, per loaded model), used only when the prefix's ids are a
-    true prefix of the prompt's ids; results equal the uncached path within float tolerance
-    (1e-4 on scores in float32). `stats` counts the tokens computed per check.
+    Options: `max_batch_size` / `max_batch_tokens` bound a text sub-batch, packed into one row
+    (`packing`, the default) or sorted by length and left-padded; image requests run one at a
+    time. `prefix_cache` keeps the KV of up to `prefix_cache_size` prompt prefixes (everything
+    through ``<BEGIN CONVERSATION>\\n``, keyed by its text, i.e. role + category list, per loaded
+    model), used only when the prefix's ids are a true prefix of the prompt's ids, and the KV of
+    recent checks' conversations, up to `conversation_cache_tokens` positions (text only: image
+    positions depend on pixels the ids do not show; 0 turns it off). Per position this costs
+    2 × layers × KV heads × head dim × dtype bytes — about 196 KB for the 12B model in bfloat16
+    assuming Llama 4 Scout's text geometry (48 layers, 8 KV heads of 128), so the default 4096
+    positions take ≈ 800 MB. Results equal the
+    uncached, unpacked path within float tolerance (1e-4 on scores in float32). `stats` counts
+    the tokens computed and reused per check.
 
     >>> backend = TransformersBackend.from_pretrained(device="cuda")   # doctest: +SKIP
     >>> backend.classify_sync("How do I make a bomb?").codes          # doctest: +SKIP
