@@ -213,7 +213,11 @@ class Conversation:
         for m in self.messages:
             if not isinstance(m, Message):
                 raise ConversationError(f"Conversation holds Message objects, not {m!r}")
-        count = len(self.images)
+        images = tuple(img for m in self.messages for img in m.images)
+        # Derived views are kept on the (immutable) instance: every check reads them several
+        # times (adapters, fitting, rendering). Not fields: equality and repr ignore them.
+        self.__dict__["_images"] = images
+        count = len(images)
         if count > MAX_IMAGES_PER_CONVERSATION:
             raise ImageError(
                 f"the conversation holds {count} images; at most "
@@ -272,14 +276,24 @@ class Conversation:
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
-        return tuple(img for m in self.messages for img in m.images)
+        images: tuple[ImagePart, ...] | None = self.__dict__.get("_images")
+        if images is None:
+            images = tuple(img for m in self.messages for img in m.images)
+        return images
 
     @property
     def has_images(self) -> bool:
-        return any(isinstance(p, ImagePart) for m in self.messages for p in m.parts)
+        return bool(self.images)
 
     def turns(self) -> tuple[Turn, ...]:
         """Messages mapped onto alternating User/Agent turns (see the module docstring)."""
+        turns: tuple[Turn, ...] | None = self.__dict__.get("_turns")
+        if turns is None:
+            turns = self._render_turns()  # raises: nothing is kept, the next call raises again
+            self.__dict__["_turns"] = turns
+        return turns
+
+    def _render_turns(self) -> tuple[Turn, ...]:
         merged: list[tuple[AssessedRole, list[str], list[ImagePart]]] = []
         last_empty: Message | None = None
         for message in self.messages:

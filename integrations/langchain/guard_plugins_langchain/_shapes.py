@@ -26,7 +26,7 @@ from langchain_core.messages import (
 )
 from langchain_core.prompt_values import PromptValue
 
-from guard_plugins_langchain._convert import messages_to_conversation, stringify
+from guard_plugins_langchain._convert import message_to_core, messages_to_conversation, stringify
 
 __all__ = [
     "GUARD_METADATA_KEY",
@@ -154,15 +154,26 @@ def output_check(
     *,
     include_tool_calls: bool = True,
     include_system: bool = False,
+    converted: Conversation | None = None,
 ) -> Check | None:
-    """The assistant_output check for `target`, with `context` (or the target's own) before it."""
+    """The assistant_output check for `target`, with `context` (or the target's own) before it.
+
+    `converted`: `context` already converted (with the same `include_system`), e.g. by the
+    input check of the same call; only the reply is converted then."""
     message = target.message
     if is_guard_refusal(message):
         return None
     if not include_tool_calls and (message.tool_calls or message.invalid_tool_calls):
         message = AIMessage(content=message.content, id=message.id)
     history = list(context) if context else list(target.context)
-    conversation = messages_to_conversation([*history, message], include_system=include_system)
+    if converted is not None and context:
+        reply = message_to_core(message, len(history))
+        turns = converted.messages if reply is None else (*converted.messages, reply)
+        conversation = Conversation(turns, include_system=include_system)
+    else:
+        conversation = messages_to_conversation(
+            [*history, message], include_system=include_system
+        )
     if not conversation.messages or conversation.messages[-1].role != "assistant":
         return None
     if not assessable(conversation):

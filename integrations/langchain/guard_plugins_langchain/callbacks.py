@@ -151,7 +151,14 @@ class LlamaGuardCallbackHandler(BaseCallbackHandler):
                 by_hook.setdefault(check.hook, []).append(check)
         blocked: Decision | None = None
         for hook, group in by_hook.items():
-            for decision in self.guard.check_many(hook, [c.conversation for c in group]):
+            # One conversation (the usual case) needs no batch: `check` is the same check and
+            # runs inline when it can; several reach the backend together.
+            decisions = (
+                [self.guard.check(hook, group[0].conversation)]
+                if len(group) == 1
+                else self.guard.check_many(hook, [c.conversation for c in group])
+            )
+            for decision in decisions:
                 blocked = blocked or (None if decision.allowed else decision)
                 self._log(decision)
         if blocked is not None and self.enforce:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Literal
 
-from guard_plugins import Action, Decision, Guard, GuardBlocked, Hook
+from guard_plugins import Action, Conversation, Decision, Guard, GuardBlocked, Hook
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
     CallbackManagerForChainRun,
@@ -172,6 +172,9 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
 
     # invoke/ainvoke do what `Runnable._call_with_config` does (own run, child config in
     # context) without its per-call signature inspection, a measurable share of a hook's cost.
+    # A step (input / output) calls no child runnable, so it needs no child config in context
+    # (a copied context, and on the async path a task); run-end events go out only when some
+    # handler listens (with none they are no-ops, but the async one costs a shielded task).
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         config = ensure_config(config)
@@ -183,13 +186,18 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             run_id=config.pop("run_id", None),
         )
         try:
-            child = patch_config(config, callbacks=run_manager.get_child())
-            with set_config_context(child) as context:
-                output = context.run(self._invoke, input, run_manager, config, **kwargs)
+            if self.bound is None or self.mode != "wrap":
+                output = self._invoke(input, run_manager, config, **kwargs)
+            else:
+                child = patch_config(config, callbacks=run_manager.get_child())
+                with set_config_context(child) as context:
+                    output = context.run(self._invoke, input, run_manager, config, **kwargs)
         except BaseException as exc:
-            run_manager.on_chain_error(exc)
+            if run_manager.handlers:
+                run_manager.on_chain_error(exc)
             raise
-        run_manager.on_chain_end(output)
+        if run_manager.handlers:
+            run_manager.on_chain_end(output)
         return output
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
@@ -202,14 +210,19 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             run_id=config.pop("run_id", None),
         )
         try:
-            child = patch_config(config, callbacks=run_manager.get_child())
-            with set_config_context(child) as context:
-                coro = self._ainvoke(input, run_manager, config, **kwargs)
-                output = await coro_with_context(coro, context)
+            if self.bound is None or self.mode != "wrap":
+                output = await self._ainvoke(input, run_manager, config, **kwargs)
+            else:
+                child = patch_config(config, callbacks=run_manager.get_child())
+                with set_config_context(child) as context:
+                    coro = self._ainvoke(input, run_manager, config, **kwargs)
+                    output = await coro_with_context(coro, context)
         except BaseException as exc:
-            await run_manager.on_chain_error(exc)
+            if run_manager.handlers:
+                await run_manager.on_chain_error(exc)
             raise
-        await run_manager.on_chain_end(output)
+        if run_manager.handlers:
+            await run_manager.on_chain_end(output)
         return output
 
     def _invoke(
@@ -219,7 +232,6 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
-        child = patch_config(config, callbacks=run_manager.get_child())
         if self.mode == "output":
             return self._checked_output(value, (), self._check_sync(run_manager))
         messages, check = self._input_check(value)
@@ -227,10 +239,12 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             if check is not None:
                 self._step_enforce(self._check(check, run_manager))
             return value
+        child = patch_config(config, callbacks=run_manager.get_child())
         if check is None:
             return self._checked_output(
                 self.bound.invoke(value, child, **kwargs), messages, self._check_sync(run_manager)
             )
+        converted = check.conversation
         if not self._speculate():
             decision = self._check(check, run_manager)
             if not enforce(decision):
@@ -250,7 +264,9 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             decision = verdict.result()
             if not enforce(decision):
                 return self._input_refusal(value, messages, decision)
-        return self._checked_output(output, messages, self._check_sync(run_manager))
+        return self._checked_output(
+            output, messages, self._check_sync(run_manager), converted=converted
+        )
 
     async def _ainvoke(
         self,
@@ -259,7 +275,6 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
-        child = patch_config(config, callbacks=run_manager.get_child())
         if self.mode == "output":
             return await self._achecked_output(value, (), run_manager)
         messages, check = self._input_check(value)
@@ -267,6 +282,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             if check is not None:
                 self._step_enforce(await self._acheck(check, run_manager))
             return value
+        child = patch_config(config, callbacks=run_manager.get_child())
         if check is not None and not self._speculate():
             decision = await self._acheck(check, run_manager)
             if not enforce(decision):
@@ -290,7 +306,8 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             output = await model
         else:
             output = await self.bound.ainvoke(value, child, **kwargs)
-        return await self._achecked_output(output, messages, run_manager)
+        converted = check.conversation if check is not None else None
+        return await self._achecked_output(output, messages, run_manager, converted=converted)
 
     # -- output checks ----------------------------------------------------------------------
 
@@ -300,11 +317,18 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             "include_system": self.include_system,
         }
 
-    def _checked_output(self, output: Any, context: Sequence[BaseMessage], check: Any) -> Any:
+    def _checked_output(
+        self,
+        output: Any,
+        context: Sequence[BaseMessage],
+        check: Any,
+        *,
+        converted: Conversation | None = None,
+    ) -> Any:
         target = locate_output(output)
         if target is None:
             return output
-        pending = output_check(target, context, **self._out_opts())
+        pending = output_check(target, context, **self._out_opts(), converted=converted)
         if pending is None:
             return output
         decision = check(pending)
@@ -315,11 +339,13 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
         output: Any,
         context: Sequence[BaseMessage],
         run_manager: AsyncCallbackManagerForChainRun,
+        *,
+        converted: Conversation | None = None,
     ) -> Any:
         target = locate_output(output)
         if target is None:
             return output
-        pending = output_check(target, context, **self._out_opts())
+        pending = output_check(target, context, **self._out_opts(), converted=converted)
         if pending is None:
             return output
         decision = await self._acheck(pending, run_manager)
