@@ -41,6 +41,7 @@ class ScanContext:
     anchor: int | None = None
     budget: int = 0
     nesting_reported: bool = False
+    exhaustive: bool = False  # analyse every statement (no text gate); for tests and audits
 
     def __post_init__(self) -> None:
         self.budget = self.limits.nested_budget_chars

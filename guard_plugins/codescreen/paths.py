@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 
 __all__ = [
+    "METADATA_HOSTS",
     "UNKNOWN",
     "Access",
     "classify_path",
@@ -103,12 +104,12 @@ _HISTORY = (".bash_history", ".zsh_history", ".python_history", ".sh_history", "
             ".mysql_history", ".psql_history", ".lesshst", ".viminfo")
 _LOGS = ("/var/log", "/var/run/utmp", "/run/utmp", "/var/adm", "/var/audit")
 
-_METADATA = re.compile(
+METADATA_HOSTS = (
     r"169\.254\.169\.254|metadata\.google\.internal|fd00:ec2::254|169\.254\.170\.2|"
     r"100\.100\.100\.200|metadata\.azure\.com|2852039166|0xa9fea9fe|0251\.0376\.0251\.0376|"
-    r"a9fe:a9fe",
-    re.IGNORECASE,
+    r"a9fe:a9fe"
 )
+_METADATA = re.compile(METADATA_HOSTS, re.IGNORECASE)
 
 
 def normalize(raw: str) -> str:

@@ -273,8 +273,8 @@ def _check_allocation(scan: PythonScanner, call: ast.Call) -> None:
             sizes.append(value.size)
         elif isinstance(value, int) and not isinstance(value, bool):
             sizes.append(value)
-        elif isinstance(value, tuple) and value and all(isinstance(v, int) for v in value) and (
-                _shaped(scan, call)):
+        elif isinstance(value, tuple) and value and _shaped(scan, call) and all(
+                isinstance(v, int) for v in value):
             total = 1
             for v in value:
                 total *= max(v, 0) if isinstance(v, int) else 1

@@ -22,15 +22,15 @@ from guard_plugins.codescreen.pyvalues import UNKNOWN
 if TYPE_CHECKING:
     from guard_plugins.codescreen.python import PythonScanner
 
-__all__ = ["check_loop", "check_self_replication"]
+__all__ = ["FORKS", "SPAWN_CONSTRUCTORS", "SPAWN_PREFIXES", "check_loop", "check_self_replication"]
 
-_FORKS = frozenset({"os.fork", "os.forkpty", "pty.fork"})
-_SPAWN_PREFIXES = ("threading.Thread(", "multiprocessing.Process(", "multiprocessing.Pool(",
+FORKS = frozenset({"os.fork", "os.forkpty", "pty.fork"})
+SPAWN_PREFIXES = ("threading.Thread(", "multiprocessing.Process(", "multiprocessing.Pool(",
                    "_thread.start_new_thread", "thread.start_new_thread", "subprocess.Popen",
                    "os.spawn", "os.posix_spawn", "concurrent.futures.ThreadPoolExecutor(",
                    "concurrent.futures.ProcessPoolExecutor(", "multiprocessing.get_context(",
                    "threading.Timer(", "asyncio.create_subprocess")
-_SPAWN_CONSTRUCTORS = ("threading.Thread", "multiprocessing.Process", "threading.Timer",
+SPAWN_CONSTRUCTORS = ("threading.Thread", "multiprocessing.Process", "threading.Timer",
                        "multiprocessing.get_context")
 _EXITS = frozenset({"sys.exit", "exit", "quit", "os._exit", "os.abort", "next"})
 _BLOCKING = frozenset({"sleep", "accept", "recv", "recvfrom", "get", "wait", "join", "input",
@@ -102,9 +102,9 @@ def check_loop(scan: PythonScanner, loop: ast.While | ast.For | ast.AsyncFor,
             short = name.rsplit(".", 1)[-1] if name else getattr(node.func, "attr", "")
             if name in _EXITS:
                 exits = True
-            elif name in _FORKS:
+            elif name in FORKS:
                 forks.append(node.lineno)
-            elif name.startswith(_SPAWN_PREFIXES) and (short in ("start", "submit", "map",
+            elif name.startswith(SPAWN_PREFIXES) and (short in ("start", "submit", "map",
                                                                  "apply_async") or
                                                        not name.endswith(")")):
                 spawns.append(node.lineno)
@@ -177,11 +177,11 @@ def check_self_replication(scan: PythonScanner,
             guarded = True
         if isinstance(node, ast.Call):
             callee = scan.scope.qualname(node.func) or ""
-            if callee in _FORKS:
+            if callee in FORKS:
                 forks = True
             elif isinstance(node.func, ast.Name) and node.func.id == name:
                 recurses = True
-            elif callee.startswith(_SPAWN_PREFIXES) or callee.startswith(_SPAWN_CONSTRUCTORS):
+            elif callee.startswith(SPAWN_PREFIXES) or callee.startswith(SPAWN_CONSTRUCTORS):
                 spawns_self = spawns_self or any(
                     k.arg == "target" and isinstance(k.value, ast.Name) and k.value.id == name
                     for k in node.keywords)

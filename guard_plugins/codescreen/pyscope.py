@@ -20,11 +20,11 @@ from guard_plugins.codescreen.paths import UNKNOWN as UNKNOWN_TEXT
 from guard_plugins.codescreen.pyconst import Evaluator
 from guard_plugins.codescreen.pyvalues import UNKNOWN, PathValue, children
 
-__all__ = ["DANGEROUS_MODULES", "Scope"]
+__all__ = ["DANGEROUS_MODULES", "IMPORTERS", "INPUT_SOURCES", "NET_METHODS", "NET_SOURCES", "Scope"]
 
 _CANONICAL = {"__builtins__": "builtins", "posix": "os", "nt": "os", "__builtin__": "builtins",
               "posixpath": "os.path", "_posixsubprocess": "subprocess", "commands": "subprocess"}
-_IMPORTERS = {"__import__", "builtins.__import__", "importlib.import_module",
+IMPORTERS = {"__import__", "builtins.__import__", "importlib.import_module",
               "importlib.__import__", "imp.load_module", "importlib.util.find_spec"}
 _CTYPES_LOADERS = {"ctypes.CDLL", "ctypes.cdll.LoadLibrary", "ctypes.PyDLL", "ctypes.LibraryLoader",
                    "ctypes.cdll", "ctypes.CDLL.LoadLibrary", "ctypes.pydll.LoadLibrary"}
@@ -36,11 +36,11 @@ _DANGEROUS_ATTRS = frozenset({"exec", "eval", "compile", "system", "popen", "Pop
                               "execve", "execl", "execvp", "rmtree", "remove", "unlink", "setuid",
                               "dup2", "connect", "socket", "loads", "__import__", "import_module",
                               "getattr", "open", "kill", "chmod", "environ"})
-_NET_SOURCES = ("requests.", "httpx.", "urllib.request.urlopen", "urllib3.", "http.client.",
+NET_SOURCES = ("requests.", "httpx.", "urllib.request.urlopen", "urllib3.", "http.client.",
                 "aiohttp.", "urllib.urlopen", "urllib2.urlopen", "socket.", "websocket.",
                 "paramiko.", "telnetlib.", "ftplib.", "pycurl.")
-_NET_METHODS = frozenset({"recv", "recvfrom", "recv_into", "recvmsg", "makefile", "urlopen"})
-_INPUT_SOURCES = frozenset({"input", "raw_input", "sys.stdin.read", "sys.stdin.readline",
+NET_METHODS = frozenset({"recv", "recvfrom", "recv_into", "recvmsg", "makefile", "urlopen"})
+INPUT_SOURCES = frozenset({"input", "raw_input", "sys.stdin.read", "sys.stdin.readline",
                             "sys.stdin.readlines", "sys.argv", "fileinput.input"})
 _ENV_SAFE_ATTRS = frozenset({"get", "setdefault", "pop", "__getitem__", "__contains__", "update",
                              "clear", "putenv", "unsetenv", "__setitem__", "__delitem__"})
@@ -67,16 +67,17 @@ class Scope:
         self._statement_nodes: list[ast.AST] | None = None
         self._statement_tainted: bool | None = True
 
-    def new_statement(self, nodes: list[ast.AST] | None = None) -> None:
+    def new_statement(self, nodes: list[ast.AST] | None = None, may_taint: bool = True) -> None:
         """Forget memoised lookups (bindings may have changed); `nodes` is the next statement.
 
-        When none of `nodes` can carry taint, `taint_of` answers without walking.
+        When none of `nodes` can carry taint (or the caller knows, `may_taint` False),
+        `taint_of` answers without walking.
         """
         self._names.clear()
         self._taint_memo.clear()
         self.ev.forget()
         self._statement_nodes = nodes
-        self._statement_tainted = None if nodes is not None else True
+        self._statement_tainted = (None if may_taint else False) if nodes is not None else True
 
     @property
     def statement_tainted(self) -> bool:
@@ -139,7 +140,7 @@ class Scope:
         func = self.qualname(node.func, depth + 1)
         if func is None:
             return None
-        if func in _IMPORTERS and node.args:
+        if func in IMPORTERS and node.args:
             module, hidden = self._computed_name(node.args[0])
             return self._resolved(_canonical(module), node, hidden) if module else None
         if func in ("getattr", "builtins.getattr") and len(node.args) >= 2:
@@ -312,9 +313,9 @@ class Scope:
 
     def _source_kind(self, call: ast.Call) -> set[str]:
         name = self.qualname(call.func) or ""
-        if name.startswith(_NET_SOURCES) or name.rsplit(".", 1)[-1] in _NET_METHODS:
+        if name.startswith(NET_SOURCES) or name.rsplit(".", 1)[-1] in NET_METHODS:
             return {"net"}
-        if name in _INPUT_SOURCES:
+        if name in INPUT_SOURCES:
             return {"input"}
         return set()
 

@@ -16,11 +16,13 @@ import threading
 import warnings
 from collections.abc import Iterator
 
+from guard_plugins.codescreen import pycalls, pyconst, pydecode, pyfiles, pyloops, pyscope
 from guard_plugins.codescreen.context import ScanContext
 from guard_plugins.codescreen.findings import Confidence, Severity
 from guard_plugins.codescreen.paths import UNKNOWN as UNKNOWN_TEXT
 from guard_plugins.codescreen.paths import Access, classify_path, find_metadata_host
 from guard_plugins.codescreen.pycalls import MEMORY_LIMIT, SnippetState, check_call
+from guard_plugins.codescreen.pygate import INLINE_WORDS, Gate, trigger_words
 from guard_plugins.codescreen.pyloops import check_loop, check_self_replication
 from guard_plugins.codescreen.pyscope import Scope
 from guard_plugins.codescreen.pyvalues import UNKNOWN as UNKNOWN_VALUE
@@ -46,6 +48,12 @@ _PATH_BUILDERS = frozenset({"os.path.join", "os.path.expanduser", "pathlib.Path"
                             "os.path.abspath", "os.path.realpath", "pathlib.Path.home",
                             "os.path.normpath", "pathlib.PurePath", "os.fspath"})
 _SEQUENCE_NODES = (ast.List, ast.Tuple, ast.ListComp)
+_FULL, _BIND, _SKIP = 0, 1, 2  # analyse every check / record bindings only / nothing to do
+_BINDERS = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.With, ast.AsyncWith)
+_LOOPS = frozenset({ast.While, ast.For, ast.AsyncFor})
+_COMPOUND = frozenset({ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith, ast.Try,
+                       ast.TryStar, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
+                       ast.Match})
 _CLIMB_ATTRS = frozenset({"__base__", "__bases__", "__mro__", "__class__"})
 _INTROSPECTION_HIGH = frozenset({"__subclasses__"})
 _INTROSPECTION_LOW = frozenset({"__globals__", "f_globals", "f_builtins", "__builtins__",
@@ -55,10 +63,14 @@ _INTROSPECTION_LOW = frozenset({"__globals__", "f_globals", "f_builtins", "__bui
 class PythonScanner:
     """One Python scan over a parsed module; findings go to the shared `ScanContext`."""
 
-    def __init__(self, ctx: ScanContext) -> None:
+    def __init__(self, ctx: ScanContext, text: str = "") -> None:
         self.ctx = ctx
         self.scope = Scope(lambda rule, line, detail: ctx.report(rule, line, detail))
         self.state = SnippetState()
+        # Identifiers are NFKC-normalised by the parser: non-ASCII text may hide a name.
+        gated = not ctx.exhaustive and text.isascii()
+        self.gate = Gate(text, _STATEMENT_TRIGGERS) if gated else None
+        self._alias_hits: dict[tuple[str, bool], bool] = {}
 
     def report(self, concept: str, line: int, detail: str = "", *,
                confidence: Confidence | None = None, severity: Severity | None = None) -> None:
@@ -74,6 +86,7 @@ class PythonScanner:
     def run(self, tree: ast.Module) -> None:
         # (statement, visit its loop check now, inside a try body with handlers)
         stack: list[tuple[ast.stmt, bool, bool]] = [(s, False, False) for s in reversed(tree.body)]
+        gate = self.gate
         while stack:
             node, after_body, guarded = stack.pop()
             if after_body:
@@ -81,27 +94,91 @@ class PythonScanner:
                 self.scope.new_statement()
                 check_loop(self, node, guarded)
                 continue
-            self._statement(node)
-            if isinstance(node, (ast.While, ast.For, ast.AsyncFor)):
+            cls = type(node)
+            if cls is ast.Import or cls is ast.ImportFrom:
+                assert isinstance(node, (ast.Import, ast.ImportFrom))
+                self.scope.bind_import(node)
+                continue
+            if gate is None:
+                self._statement(node, _FULL, None)
+                mode = _FULL
+            else:
+                words, hot = gate.header(node)
+                mode = self._mode(node, words, hot)
+                self._statement(node, mode, words)
+            if cls not in _COMPOUND:
+                continue
+            if mode == _FULL and cls in _LOOPS:
                 stack.append((node, True, guarded))
-            inner = guarded or (isinstance(node, ast.Try) and bool(node.handlers))
+            inner = guarded or (cls is ast.Try and bool(getattr(node, "handlers", None)))
             stack.extend((child, False, inner)
                          for child in reversed(list(_child_statements(node))))
         self._finish()
 
-    def _statement(self, node: ast.stmt) -> None:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            self.scope.bind_import(node)
+    def _mode(self, node: ast.stmt, words: list[str], hot: bool) -> int:
+        if hot or self._mentions_live(words):
+            return _FULL
+        if isinstance(node, _BINDERS):
+            return _FULL if self._may_taint(words) else _BIND
+        return _SKIP
+
+    def _mentions_live(self, words: list[str]) -> bool:
+        """Does one of `words` hold something a check may use (constant, taint, file, alias)?"""
+        scope = self.scope
+        if not (scope.consts.keys().isdisjoint(words) and scope.taints.keys().isdisjoint(words)
+                and self.state.file_paths.keys().isdisjoint(words)):
+            return True
+        return self._aliases_in(words, _TRIGGERS)
+
+    def _aliases_in(self, words: list[str], vocabulary: frozenset[str]) -> bool:
+        """Is one of `words` an alias a rule can see through? (`vocabulary`: what it must name)
+
+        For the rule vocabulary that is its module (``requests.get()``: any ``requests.`` call
+        counts) or, unless it is a call's result, its last part (``f = os.system``); a call's
+        result only matters through its module (``numpy.zeros()`` is not ``numpy.zeros``).
+        """
+        aliases = self.scope.aliases
+        for name in aliases.keys() & words:
+            alias = aliases[name]
+            key = (alias, vocabulary is _TRIGGERS)
+            hit = self._alias_hits.get(key)
+            if hit is None:
+                parts = _WORD.findall(alias)
+                if vocabulary is not _TRIGGERS:
+                    hit = not vocabulary.isdisjoint(parts)
+                else:
+                    hit = bool(parts) and (parts[0] in vocabulary or (
+                        parts[-1] in vocabulary and not alias.endswith(")")))
+                self._alias_hits[key] = hit
+            if hit:
+                return True
+        return False
+
+    def _may_taint(self, words: list[str]) -> bool:
+        """Could the statement with these words carry taint?"""
+        return not (_TAINT_WORDS.isdisjoint(words) and self.scope.taints.keys().isdisjoint(words)
+                    ) or self._aliases_in(words, _TAINT_WORDS)
+
+    def _statement(self, node: ast.stmt, mode: int, words: list[str] | None) -> None:
+        """Analyse one statement (`words`: those of its header, None when not gated)."""
+        if mode == _SKIP:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                    self._may_replicate(node)):
+                self.scope.new_statement()
+                check_self_replication(self, node)
             return
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            return
+        if mode == _BIND:
+            self.scope.new_statement([])
+            self._bindings(node)
             return
         nodes: list[ast.AST] = []
         for expr in _own_expressions(node):
             nodes.extend(walk(expr))
-        self.scope.new_statement(nodes)
+        self.scope.new_statement(nodes, words is None or self._may_taint(words))
         self._expression(nodes)
         self._bindings(node)
-        self.scope.new_statement()
 
     def _expression(self, nodes: list[ast.AST]) -> None:
         for sub in nodes:
@@ -109,7 +186,8 @@ class PythonScanner:
             if cls is ast.Name or cls is ast.Constant:
                 continue
             if isinstance(sub, ast.Call):
-                check_call(self, sub)
+                if self.gate is None or self._callee_matters(sub.func):
+                    check_call(self, sub)
                 self._argument_paths(sub)
             elif isinstance(sub, ast.Attribute):
                 if sub.attr in _INTROSPECTION_HIGH and _climbs_to_object(sub.value):
@@ -120,10 +198,43 @@ class PythonScanner:
             elif isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Mult) and (
                     self._sequence_like(sub.left) or self._sequence_like(sub.right)):
                 self._huge(sub, sub.left, sub.right)
-            elif isinstance(sub, ast.ListComp):
+            elif isinstance(sub, ast.ListComp) and self._may_be_huge(sub):
                 self._huge(sub)
             elif isinstance(sub, ast.NamedExpr):
                 self.scope.bind(sub.target, sub.value, self.scope.taint_of(sub.value))
+
+    def _may_replicate(self, node: ast.stmt) -> bool:
+        """Could `node` (a function) fork or spawn? Else `check_self_replication` has no work."""
+        words = None if self.gate is None else self.gate.whole(node)
+        return words is None or not _REPLICATION_WORDS.isdisjoint(words) or self._aliases_in(
+            words, _REPLICATION_WORDS)
+
+    def _callee_matters(self, func: ast.expr) -> bool:
+        """Could a call of `func` meet a rule? No when its names are neither in the rule tables
+        nor bound to anything, and nothing in the statement carries taint (cheap, syntactic)."""
+        node = func
+        while True:
+            cls = type(node)
+            if cls is ast.Attribute:
+                assert isinstance(node, ast.Attribute)
+                if node.attr in _TRIGGERS:
+                    return True
+                node = node.value
+            elif cls is ast.Call:
+                assert isinstance(node, ast.Call)
+                node = node.func
+            elif cls is ast.Subscript:
+                assert isinstance(node, ast.Subscript)
+                node = node.value
+            elif cls is ast.Name:
+                assert isinstance(node, ast.Name)
+                name = node.id
+                if name in _TRIGGERS or self._mentions_live([name]):
+                    return True
+                break
+            else:
+                return True
+        return self.scope.statement_tainted
 
     def _stringish(self, node: ast.expr) -> bool:
         """Could `node` be a path or URL worth classifying? (cheap, syntactic)"""
@@ -142,6 +253,15 @@ class PythonScanner:
         if isinstance(node, ast.Name):
             return isinstance(self.scope.consts.get(node.id), (str, bytes, tuple))
         return isinstance(node, (*_SEQUENCE_NODES, ast.BinOp, ast.JoinedStr))
+
+    def _may_be_huge(self, node: ast.ListComp) -> bool:
+        """Only a comprehension over a huge value or a range can fold to `Huge` (`pyconst`)."""
+        if len(node.generators) != 1:
+            return False
+        iterable = node.generators[0].iter
+        value = self.scope.ev.value(iterable)
+        return isinstance(value, Huge) or (isinstance(iterable, ast.Call) and isinstance(
+            value, tuple))
 
     def _huge(self, node: ast.expr, *operands: ast.expr) -> None:
         value = self.scope.ev.value(node)
@@ -202,7 +322,8 @@ class PythonScanner:
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
             self._mutation(node.value)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            check_self_replication(self, node)
+            if self._may_replicate(node):
+                check_self_replication(self, node)
             arguments = node.args
             for arg in arguments.posonlyargs + arguments.args + arguments.kwonlyargs:
                 scope.bind(ast.Name(id=arg.arg, ctx=ast.Store()), None, frozenset())
@@ -306,6 +427,25 @@ def _own_expressions(node: ast.stmt) -> Iterator[ast.expr]:
                 yield from (d for d in item.defaults + item.kw_defaults if d is not None)
 
 
+_WORD = re.compile(r"[A-Za-z_]\w*")
+# A call needs checking only if its callee mentions one of these (or a bound name); a statement
+# needs analysing if it mentions one of these or a name the constant folder knows.
+_TRIGGERS = INLINE_WORDS | trigger_words((pycalls, pyfiles, pyloops, pyscope, {
+    "_PATH_BUILDERS": _PATH_BUILDERS, "_CLIMB_ATTRS": _CLIMB_ATTRS,
+    "_INTROSPECTION_HIGH": _INTROSPECTION_HIGH, "_INTROSPECTION_LOW": _INTROSPECTION_LOW}))
+_REPLICATION_WORDS = trigger_words(({"_FORKS": pyloops.FORKS,
+                                     "_SPAWN_PREFIXES": pyloops.SPAWN_PREFIXES,
+                                     "_SPAWN_CONSTRUCTORS": pyloops.SPAWN_CONSTRUCTORS},))
+# Folding that cannot make a path, URL or size out of names alone (numbers, case, lengths).
+_NON_PRODUCERS = frozenset({"get", "int", "len", "ord", "range", "reversed", "str"})
+_STATEMENT_TRIGGERS = _TRIGGERS | (trigger_words((pyconst, pydecode)) - _NON_PRODUCERS)
+# Words without which no expression of a statement can carry taint (`Scope.taint_of`): the
+# sources, and the dynamic lookups that may compute a source's name.
+_TAINT_WORDS = frozenset(_WORD.findall(" ".join((
+    *pyscope.NET_SOURCES, *pyscope.NET_METHODS, *pyscope.INPUT_SOURCES, *pyscope.IMPORTERS,
+    "environ argv getattr globals locals vars __dict__ modules builtins __builtins__"))))
+
+
 def looks_like_shell(text: str) -> bool:
     """True when the first meaningful line, or a third of the lines, read as shell commands."""
     lines = [line for line in text.splitlines() if line.strip()][:200]
@@ -396,6 +536,6 @@ def scan_python(text: str, ctx: ScanContext) -> None:
             if _SHELL_LINE.match(line):
                 ctx.scan_nested(line, "shell", number)
     try:
-        PythonScanner(ctx).run(tree)
+        PythonScanner(ctx, text).run(tree)
     except RecursionError:
         ctx.report("SCREEN-NESTING", 1, "expression too deeply nested")

@@ -1,0 +1,141 @@
+"""Which Python statements the scanner must analyse: a cheap text test before the AST work.
+
+Every rule needs a name from the rule tables (``os``, ``system``, ``environ``, ``open``, …), a
+name already bound to something interesting (a constant, tainted data, an open file, an alias of a
+dangerous module), or a literal that could spell a path, a size or an escape (``/``, ``~``, ``\\``,
+``%``, ``*``, long numbers, metadata hosts). `Gate` reads the source lines of a statement's own
+expressions and classifies it:
+
+* `FULL`: it mentions such a thing, so every check runs;
+* `BIND`: it only binds names, so the bindings are recorded (constants may matter later) but no
+  call is checked;
+* `SKIP`: nothing to check and nothing to bind.
+
+The vocabulary is collected from the rule tables themselves (`trigger_words`) plus `INLINE_WORDS`,
+the names the checks compare inline; tests keep both complete and compare gated scans with
+exhaustive ones. Non-ASCII source is never gated: identifiers are NFKC-normalised by the parser, so
+the text may not show the name the AST holds.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping
+from itertools import accumulate
+from types import ModuleType
+
+from guard_plugins.codescreen.paths import METADATA_HOSTS
+
+__all__ = ["INLINE_WORDS", "SECONDARY_TABLES", "Gate", "trigger_words"]
+
+# Names the checks compare inline (not in a module-level table).
+INLINE_WORDS = frozenset({
+    "__dict__", "argv", "connect_ex", "create_connection", "create_server", "environ",
+    "globals", "hardlink_to", "iter", "killpg", "libc", "locals", "modules", "read_bytes",
+    "read_text", "repeat", "symlink_to", "syscall", "touch", "urlretrieve", "vars", "while",
+    "write_bytes", "write_text",
+})
+# Tables consulted only once another trigger is present (a dynamic lookup, an env taint, an
+# endless loop, a call already checked), or holding no names at all.
+SECONDARY_TABLES = frozenset({
+    "DANGEROUS_MODULES", "_BLOCKING", "_BODY_FIELDS", "_CHILD_ENV", "_CONSTANT_FACTORIES",
+    "_ENV_PROPAGATORS", "_ENV_SAFE_ATTRS", "_GROWTH", "_PUBLIC_DIRS", "_SHELL_NAMES",
+    "_SCALAR_FIELDS", "_CHILD_FIELDS", "_STR_METHODS",
+})
+_WORD = re.compile(r"[A-Za-z_]\w*")
+_HOT = re.compile(r"[/~\\%*]|<<|:=")
+_CONCATENATION = re.compile(r"""['"]\s*\+|['"]\s+[rRbBuUfF]*['"]""")  # "169." + "254…"
+_LONG_NUMBER = re.compile(r"[0-9][0-9_]{5}")
+_RADIX_NUMBER = re.compile(r"0[xXoObB][0-9a-fA-F_]{5}")
+_METADATA = re.compile(METADATA_HOSTS, re.IGNORECASE)
+_METADATA_ANCHORS = ("169", "254", "metadata", "fd00", "100.", "0251", "a9fe")
+_COMPOUND = frozenset({ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith, ast.Try,
+                       ast.TryStar, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
+                       ast.Match})
+
+
+def trigger_words(namespaces: Iterable[ModuleType | Mapping[str, object]]) -> frozenset[str]:
+    """The names a call or statement must mention before the rule tables of `namespaces` match.
+
+    Exact-match tables (sets, dict keys) need the last part of each dotted name (``system`` of
+    ``os.system``: an alias or import spelling the module differently still ends in it); prefix
+    tables (tuples) need the first part of a module prefix (``requests.``, ``http.client.``) and
+    the last part of the others. Dict values, `SECONDARY_TABLES` and dunders are not names.
+    """
+    words: set[str] = set()
+    for namespace in namespaces:
+        tables = vars(namespace) if isinstance(namespace, ModuleType) else namespace
+        for name, table in tables.items():
+            if name.startswith("__") or name in SECONDARY_TABLES:
+                continue
+            if isinstance(table, (frozenset, set, dict)):
+                entries, prefixes = list(table), False
+            elif isinstance(table, tuple):
+                entries, prefixes = list(table), True
+            else:
+                continue
+            for entry in entries:
+                if not isinstance(entry, str):
+                    continue
+                parts = _WORD.findall(entry)
+                if prefixes and entry.endswith("."):
+                    words.add(parts[0])  # an import or alias always spells the first part
+                elif parts:
+                    words.add(parts[-1])
+    return frozenset(words)
+
+
+class Gate:
+    """The words of each source line, or None for a line that mentions something a rule uses."""
+
+    def __init__(self, text: str, triggers: frozenset[str]) -> None:
+        lines = text.split("\n")
+        self._words: list[list[str]] = list(map(_WORD.findall, lines))
+        ends = list(accumulate(len(line) + 1 for line in lines))  # offset after each line
+        hot = {bisect_right(ends, match.start()) for match in _HOT.finditer(text)}
+        patterns = [_LONG_NUMBER, _CONCATENATION]
+        lowered = text.lower()
+        if "0x" in lowered or "0o" in lowered or "0b" in lowered:
+            patterns.append(_RADIX_NUMBER)
+        if any(anchor in lowered for anchor in _METADATA_ANCHORS):
+            patterns.append(_METADATA)
+        for pattern in patterns:
+            for match in pattern.finditer(text):
+                first = bisect_right(ends, match.start())
+                hot.update(range(first, bisect_right(ends, match.end() - 1) + 1))
+        disjoint = triggers.isdisjoint
+        self._hot: list[bool] = [index in hot or not disjoint(words)
+                                 for index, words in enumerate(self._words)]
+
+    def words(self, first: int, last: int) -> tuple[list[str], bool]:
+        """Words on lines `first`..`last` (1-based) and whether one of those lines is hot."""
+        if first == last:
+            if 0 < first <= len(self._words):
+                return self._words[first - 1], self._hot[first - 1]
+            return [], True
+        found: list[str] = []
+        for words in self._words[max(first - 1, 0):last]:
+            found += words
+        return found, True in self._hot[max(first - 1, 0):last]
+
+    def header(self, node: ast.stmt) -> tuple[list[str], bool]:
+        """Words of the statement's own expressions (a compound statement's header), and hot."""
+        if type(node) not in _COMPOUND:
+            return self.words(node.lineno, node.end_lineno or node.lineno)
+        first = node.lineno
+        decorators = getattr(node, "decorator_list", None)
+        if decorators:
+            first = min(first, *(d.lineno for d in decorators))
+        body = getattr(node, "body", None)
+        last = max(node.lineno, body[0].lineno - 1) if body else node.end_lineno or first
+        return self.words(first, last)
+
+    def whole(self, node: ast.stmt) -> list[str]:
+        """All words of the statement, body included."""
+        first = node.lineno
+        decorators = getattr(node, "decorator_list", None)
+        if decorators:
+            first = min(first, *(d.lineno for d in decorators))
+        return self.words(first, node.end_lineno or first)[0]
