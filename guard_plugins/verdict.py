@@ -92,6 +92,15 @@ def parse_verdict(
     """Parse the model's text output. `listed` is the categories the prompt listed."""
     if not isinstance(raw, str):
         raise VerdictParseError("model output is not text", repr(raw))
+    if raw.strip() == "safe":  # the common answer, as the general path below reads it
+        return Verdict(
+            safe=True,
+            score=score,
+            raw=raw[:_RAW_LIMIT],
+            role=role,
+            backend=backend,
+            latency_ms=latency_ms,
+        )
     text = _END_TOKENS.sub("\n", raw)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if not lines:

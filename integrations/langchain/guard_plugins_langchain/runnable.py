@@ -191,7 +191,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             else:
                 child = patch_config(config, callbacks=run_manager.get_child())
                 with set_config_context(child) as context:
-                    output = context.run(self._invoke, input, run_manager, config, **kwargs)
+                    output = context.run(self._invoke, input, run_manager, child, **kwargs)
         except BaseException as exc:
             if run_manager.handlers:
                 run_manager.on_chain_error(exc)
@@ -215,7 +215,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             else:
                 child = patch_config(config, callbacks=run_manager.get_child())
                 with set_config_context(child) as context:
-                    coro = self._ainvoke(input, run_manager, config, **kwargs)
+                    coro = self._ainvoke(input, run_manager, child, **kwargs)
                     output = await coro_with_context(coro, context)
         except BaseException as exc:
             if run_manager.handlers:
@@ -229,9 +229,10 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
         self,
         value: Any,
         run_manager: CallbackManagerForChainRun,
-        config: RunnableConfig,
+        child: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
+        """`child`: the config for the wrapped runnable (its run's parent is this one)."""
         if self.mode == "output":
             return self._checked_output(value, (), self._check_sync(run_manager))
         messages, check = self._input_check(value)
@@ -239,7 +240,6 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             if check is not None:
                 self._step_enforce(self._check(check, run_manager))
             return value
-        child = patch_config(config, callbacks=run_manager.get_child())
         if check is None:
             return self._checked_output(
                 self.bound.invoke(value, child, **kwargs), messages, self._check_sync(run_manager)
@@ -272,7 +272,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
         self,
         value: Any,
         run_manager: AsyncCallbackManagerForChainRun,
-        config: RunnableConfig,
+        child: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
         if self.mode == "output":
@@ -282,7 +282,6 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             if check is not None:
                 self._step_enforce(await self._acheck(check, run_manager))
             return value
-        child = patch_config(config, callbacks=run_manager.get_child())
         if check is not None and not self._speculate():
             decision = await self._acheck(check, run_manager)
             if not enforce(decision):

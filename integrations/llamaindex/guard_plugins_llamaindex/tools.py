@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guard_plugins import Conversation, Decision, Guard, GuardBlocked, Message
-from guard_plugins._sync import run_sync
 from llama_index.core.tools import AsyncBaseTool, BaseTool, FunctionTool, ToolOutput
 from llama_index.core.tools.types import adapt_to_async_tool
 
@@ -138,11 +137,16 @@ class GuardedTool(FunctionTool):
         context = scope.context if scope else None
         decision = scope.take(self.name, arguments) if scope else None
         if decision is None:
-            decision = run_sync(self.acheck_call(arguments, context), api="acheck_call()")
+            decision = self.check_call(arguments, context)
         if not decision.allowed:
             return self._refusal(decision, arguments)
         output = self._async_tool.call(*args, **kwargs)
-        return run_sync(self._screen_output(output, arguments, context), api="acheck_output()")
+        pending = self._output_history(output, arguments, context)
+        if pending is None:
+            return output
+        text, history = pending
+        decision = record_decision(self.guard.check_tool_result(self.name, text, history), "tool")
+        return output if decision.allowed else self._refusal(decision, arguments)
 
     async def acall(self, *args: Any, **kwargs: Any) -> ToolOutput:
         arguments = self._arguments(args, kwargs)
@@ -161,6 +165,15 @@ class GuardedTool(FunctionTool):
     ) -> Decision:
         """Check a call of this tool with `arguments` (what `acall` does before running it)."""
         decision = await self.guard.acheck_tool_call(
+            self.name, self._for_guard(arguments), context, language=self.language
+        )
+        return record_decision(decision, "tool")
+
+    def check_call(
+        self, arguments: Mapping[str, Any] | str, context: Conversation | None = None
+    ) -> Decision:
+        """Sync twin of `acheck_call` (what `call` does before running the tool)."""
+        decision = self.guard.check_tool_call(
             self.name, self._for_guard(arguments), context, language=self.language
         )
         return record_decision(decision, "tool")
@@ -184,19 +197,31 @@ class GuardedTool(FunctionTool):
             return {"code": arguments[key], **rest}
         return arguments
 
+    def _output_history(
+        self,
+        output: ToolOutput,
+        arguments: Mapping[str, Any] | str,
+        context: Conversation | None,
+    ) -> tuple[str, Conversation] | None:
+        """The output's text and the conversation it is checked in; None: nothing to check."""
+        text = output.content
+        if not self.check_output or not text.strip():
+            return None
+        from guard_plugins import ToolCallPart
+
+        call = ToolCallPart(self.name, self._for_guard(arguments), language=self.language)
+        return text, (context or Conversation(())).append(Message("assistant", (call,)))
+
     async def _screen_output(
         self,
         output: ToolOutput,
         arguments: Mapping[str, Any] | str,
         context: Conversation | None,
     ) -> ToolOutput:
-        text = output.content
-        if not self.check_output or not text.strip():
+        pending = self._output_history(output, arguments, context)
+        if pending is None:
             return output
-        from guard_plugins import ToolCallPart
-
-        call = ToolCallPart(self.name, self._for_guard(arguments), language=self.language)
-        history = (context or Conversation(())).append(Message("assistant", (call,)))
+        text, history = pending
         decision = await self.guard.acheck_tool_result(self.name, text, history)
         record_decision(decision, "tool")
         if decision.allowed:
