@@ -151,6 +151,8 @@ def is_root_like(path: str) -> bool:
 
 def find_metadata_host(text: str) -> str | None:
     """The cloud-metadata host mentioned in `text`, if any."""
+    if text.isalpha():  # every host has digits, dots or colons
+        return None
     match = _METADATA.search(text)
     return match.group(0) if match else None
 

@@ -16,7 +16,12 @@ import operator
 import re
 from collections.abc import Callable
 
-from guard_plugins.codescreen.pydecode import KNOWN_FUNCTIONS, call_builtin, call_method
+from guard_plugins.codescreen.pydecode import (
+    KNOWN_FUNCTIONS,
+    KNOWN_METHODS,
+    call_builtin,
+    call_method,
+)
 from guard_plugins.codescreen.pyvalues import (
     MAX_BUILD,
     MAX_ITEMS,
@@ -38,6 +43,7 @@ _MODULE_CONSTANTS: dict[str, object] = {
     "os.sep": "/", "os.path.sep": "/", "os.curdir": ".", "os.pardir": "..", "os.linesep": "\n",
     "os.devnull": "/dev/null", "sys.executable": "python3",
 }
+_CONSTANT_ATTRS = frozenset(name.rsplit(".", 1)[-1] for name in _MODULE_CONSTANTS)
 _BINOPS: dict[type[ast.operator], Callable[[object, object], object]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod, ast.BitOr: operator.or_, ast.BitAnd: operator.and_,
@@ -116,6 +122,8 @@ class Evaluator:
         if isinstance(node, ast.JoinedStr):
             return self._fstring(node, d)
         if isinstance(node, ast.Attribute):
+            if node.attr not in _CONSTANT_ATTRS:
+                return UNKNOWN
             return _MODULE_CONSTANTS.get(self.qualname(node) or "", UNKNOWN)
         if isinstance(node, (ast.Tuple, ast.List)):
             if len(node.elts) > MAX_ITEMS:
@@ -287,7 +295,7 @@ class Evaluator:
                 k.arg is None for k in node.keywords):
             return UNKNOWN
         func = node.func
-        if isinstance(func, ast.Attribute):
+        if isinstance(func, ast.Attribute) and func.attr in KNOWN_METHODS:
             name = self.qualname(func)
             module_call = name is not None and "()" not in name and _is_module_path(name)
             receiver = UNKNOWN if module_call else self._eval(func.value, d)

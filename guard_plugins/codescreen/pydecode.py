@@ -22,7 +22,7 @@ from guard_plugins.codescreen.pyvalues import (
     size_of,
 )
 
-__all__ = ["KNOWN_FUNCTIONS", "call_builtin", "call_method"]
+__all__ = ["KNOWN_FUNCTIONS", "KNOWN_METHODS", "call_builtin", "call_method"]
 
 _DECODER_CALLS = {
     "base64.b64decode": "base64", "base64.standard_b64decode": "base64",
@@ -161,6 +161,13 @@ def _path_call(name: str, args: list[object]) -> object:
     if name in ("os.getenv", "os.environ.get") and args and args[0] in _HOME_NAMES:
         return "~"
     return UNKNOWN
+
+
+# Every method name `call_method` may answer for (any other gives UNKNOWN).
+KNOWN_METHODS = frozenset(_STR_METHODS) | {
+    "joinpath", "__truediv__", "expanduser", "resolve", "absolute", "home", "join", "decode",
+    "hex", "encode", "replace", "format", "split",
+}
 
 
 def call_method(receiver: object, name: str, args: list[object], kwargs: dict[str, object],

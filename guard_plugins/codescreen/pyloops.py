@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from guard_plugins.codescreen.findings import Confidence, Severity
 from guard_plugins.codescreen.paths import Access, is_root_like, normalize
-from guard_plugins.codescreen.pyvalues import UNKNOWN
+from guard_plugins.codescreen.pyvalues import UNKNOWN, children
 
 if TYPE_CHECKING:
     from guard_plugins.codescreen.python import PythonScanner
@@ -54,7 +54,7 @@ def _body_nodes(loop: ast.While | ast.For | ast.AsyncFor) -> Iterator[tuple[ast.
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
             continue
         inner = nested or isinstance(node, (ast.While, ast.For, ast.AsyncFor))
-        stack.extend((child, inner) for child in ast.iter_child_nodes(node))
+        stack.extend((child, inner) for child in children(node))
 
 
 def _unbounded(scan: PythonScanner, loop: ast.While | ast.For | ast.AsyncFor) -> bool:
@@ -85,15 +85,15 @@ def check_loop(scan: PythonScanner, loop: ast.While | ast.For | ast.AsyncFor,
         _check_walk_delete(scan, loop)
     if not _unbounded(scan, loop):
         return
-    exits = blocking = False
+    blocking = False
     forks: list[int] = []
     spawns: list[int] = []
     growth: list[int] = []
     for node, nested in _body_nodes(loop):
         if (isinstance(node, ast.Break) and not nested) or isinstance(
                 node, (ast.Return, ast.Raise)):
-            exits = True
-        elif isinstance(node, ast.Await):
+            return  # the loop can end: nothing to report
+        if isinstance(node, ast.Await):
             blocking = True
         elif isinstance(node, ast.AugAssign) and _grows(scan, node):
             growth.append(node.lineno)
@@ -101,8 +101,8 @@ def check_loop(scan: PythonScanner, loop: ast.While | ast.For | ast.AsyncFor,
             name = scan.scope.qualname(node.func) or ""
             short = name.rsplit(".", 1)[-1] if name else getattr(node.func, "attr", "")
             if name in _EXITS:
-                exits = True
-            elif name in FORKS:
+                return
+            if name in FORKS:
                 forks.append(node.lineno)
             elif name.startswith(SPAWN_PREFIXES) and (short in ("start", "submit", "map",
                                                                  "apply_async") or
@@ -112,8 +112,6 @@ def check_loop(scan: PythonScanner, loop: ast.While | ast.For | ast.AsyncFor,
                 blocking = True
             elif short in _GROWTH and isinstance(node.func, ast.Attribute):
                 growth.append(node.lineno)
-    if exits:
-        return
     confidence: Confidence = "low" if blocking or guarded else "high"
     if forks:
         scan.report("FORKBOMB", loop.lineno, "fork() in an endless loop")
@@ -185,7 +183,7 @@ def check_self_replication(scan: PythonScanner,
                 spawns_self = spawns_self or any(
                     k.arg == "target" and isinstance(k.value, ast.Name) and k.value.id == name
                     for k in node.keywords)
-        stack.extend(ast.iter_child_nodes(node))
+        stack.extend(children(node))
     if (forks and recurses) or spawns_self:
         scan.report("FORKBOMB", func.lineno, f"{name} replicates itself",
                     confidence="low" if guarded else "high")

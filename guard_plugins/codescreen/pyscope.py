@@ -63,6 +63,7 @@ class Scope:
         self.star_modules: list[str] = []
         self.ev = Evaluator(self.lookup, self.qualname)
         self._names: dict[int, tuple[ast.expr, str | None]] = {}
+        self._canonical: dict[str, str] = {}
         self._taint_memo: dict[int, tuple[ast.AST, frozenset[str]]] = {}
         self._statement_nodes: list[ast.AST] | None = None
         self._statement_tainted: bool | None = True
@@ -118,7 +119,10 @@ class Scope:
                 for module in self.star_modules:
                     if node.id in _DANGEROUS_ATTRS:
                         name = f"{module}.{node.id}"
-            return _canonical(name)
+            canonical = self._canonical.get(name)
+            if canonical is None:
+                canonical = self._canonical[name] = _canonical(name)
+            return canonical
         if isinstance(node, ast.Attribute):
             base = self.qualname(node.value, depth + 1)
             return _canonical(f"{base}.{node.attr}") if base else None

@@ -408,10 +408,18 @@ def _child_statements(node: ast.stmt) -> Iterator[ast.stmt]:
                 yield from item.body
 
 
+def _own_fields(cls: type) -> tuple[str, ...]:
+    fields = tuple(f for f in getattr(cls, "_fields", ()) if f not in _BODY_FIELDS)
+    _OWN_FIELDS[cls] = fields
+    return fields
+
+
+_OWN_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _own_expressions(node: ast.stmt) -> Iterator[ast.expr]:
-    for field in node._fields:
-        if field in _BODY_FIELDS:
-            continue
+    fields = _OWN_FIELDS.get(type(node)) or _own_fields(type(node))
+    for field in fields:
         value = getattr(node, field, None)
         items = value if type(value) is list else [value]
         for item in items:

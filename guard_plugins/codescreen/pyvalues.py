@@ -82,6 +82,9 @@ def walk(node: ast.AST) -> list[ast.AST]:
     out = [node]
     index = 0
     while index < len(out):
-        out.extend(children(out[index]))
+        current = out[index]
         index += 1
+        cls = type(current)
+        if cls is not ast.Name and cls is not ast.Constant:  # leaves, but for their context
+            out.extend(children(current))
     return out
