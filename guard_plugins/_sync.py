@@ -24,6 +24,9 @@ _thread: threading.Thread | None = None
 def portal_loop() -> asyncio.AbstractEventLoop:
     """The shared background loop sync calls run on (started on first use)."""
     global _loop, _thread
+    loop, thread = _loop, _thread
+    if loop is not None and thread is not None and not loop.is_closed() and thread.is_alive():
+        return loop  # the common case, without taking the lock
     with _lock:
         if _loop is None or _loop.is_closed() or _thread is None or not _thread.is_alive():
             loop = asyncio.new_event_loop()

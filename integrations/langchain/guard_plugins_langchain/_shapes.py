@@ -171,9 +171,7 @@ def output_check(
         turns = converted.messages if reply is None else (*converted.messages, reply)
         conversation = Conversation(turns, include_system=include_system)
     else:
-        conversation = messages_to_conversation(
-            [*history, message], include_system=include_system
-        )
+        conversation = messages_to_conversation([*history, message], include_system=include_system)
     if not conversation.messages or conversation.messages[-1].role != "assistant":
         return None
     if not assessable(conversation):

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Literal
@@ -29,6 +31,7 @@ from langchain_core.runnables.config import (
     get_callback_manager_for_config,
     patch_config,
     set_config_context,
+    var_child_runnable_config,
 )
 from langchain_core.runnables.utils import coro_with_context
 from langchain_core.utils.pydantic import TypeBaseModel
@@ -190,7 +193,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
                 output = self._invoke(input, run_manager, config, **kwargs)
             else:
                 child = patch_config(config, callbacks=run_manager.get_child())
-                with set_config_context(child) as context:
+                with _child_context(child, run_manager) as context:
                     output = context.run(self._invoke, input, run_manager, child, **kwargs)
         except BaseException as exc:
             if run_manager.handlers:
@@ -214,7 +217,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
                 output = await self._ainvoke(input, run_manager, config, **kwargs)
             else:
                 child = patch_config(config, callbacks=run_manager.get_child())
-                with set_config_context(child) as context:
+                with _child_context(child, run_manager) as context:
                     coro = self._ainvoke(input, run_manager, child, **kwargs)
                     output = await coro_with_context(coro, context)
         except BaseException as exc:
@@ -683,6 +686,22 @@ async def _drain(task: asyncio.Future[Any]) -> None:
     await asyncio.wait([task])
     if not task.cancelled():
         task.exception()
+
+
+def _child_context(
+    child: RunnableConfig,
+    run_manager: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun,
+) -> contextlib.AbstractContextManager[contextvars.Context]:
+    """The context the wrapped runnable runs in: `child` as the current config.
+
+    `set_config_context` also points LangSmith's tracing context at this run when a tracer
+    handler is present; with no inheritable handlers there is none, and setting the config
+    variable in a copied context is all it would do."""
+    if run_manager.inheritable_handlers:
+        return set_config_context(child)
+    context = contextvars.copy_context()
+    context.run(var_child_runnable_config.set, child)
+    return contextlib.nullcontext(context)
 
 
 def _emit(run_manager: CallbackManagerForChainRun, decision: Decision) -> None:
