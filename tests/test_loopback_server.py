@@ -141,7 +141,9 @@ def _assert_same(remote: Any, local: Any, *, categories: bool = True) -> None:
     if categories:
         assert remote.codes == local.codes
         assert remote.ignored_categories == local.ignored_categories
-    assert remote.score == pytest.approx(local.score, abs=1e-9)
+    # The server scores from the full vocabulary projection, the in-process backend from the two
+    # verdict rows of the output head: the same numbers up to float32 rounding.
+    assert remote.score == pytest.approx(local.score, abs=1e-6)
     assert remote.role == local.role
 
 
