@@ -105,6 +105,15 @@ def test_quick_run_reports_every_suite(tmp_path: Path, tiny_model_dir: Path,
         entry = adapters[name]
         assert "skipped" in entry or "import" in entry
 
+    streaming = document["suites"]["streaming"]
+    if "skipped" not in streaming:
+        for way in ("unguarded", "incremental", "whole_reply"):
+            assert {"first_chunk_ms", "last_chunk_ms", "checks",
+                    "total_ratio_to_unguarded"} <= set(streaming[way])
+        # The incremental screen checks sentence by sentence, then the whole reply once more.
+        assert streaming["unguarded"]["checks"] == 0 and streaming["whole_reply"]["checks"] == 1
+        assert streaming["incremental"]["checks"] >= 3
+
     targets = document["targets"]
     assert len(targets) == 5
     assert all(t["met"] in (True, False) for t in targets)  # every target was measured

@@ -7,7 +7,10 @@ sync wrapper (which hands the coroutine to the shared background loop).
 
 ``langchain`` / ``llamaindex``: the integration packages' overhead over the same unguarded
 object, when they can be imported (installed, or from this repository's ``integrations/``
-checkout); otherwise skipped with a note. Times are per call, in microseconds.
+checkout); otherwise skipped with a note. Guarded and unguarded calls alternate, so machine-load
+drift hits both alike; the overhead is the median (and 99th percentile) of the per-pair
+differences, also divided by the number of hooks a call checks. Times are per call, in
+microseconds.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from guard_plugins.bench.measure import summarize
+from guard_plugins.bench.measure import percentile, summarize
 from guard_plugins.bench.settings import BenchContext
 from guard_plugins.conversation import Conversation, Message
 from guard_plugins.guard import Guard
@@ -93,46 +96,161 @@ def import_integration(module: str, folder: str) -> tuple[Any | None, str]:
         return None, f"not importable: {exc}"
 
 
-def _overhead(plain: dict[str, Any], guarded: dict[str, Any], hooks: int) -> dict[str, Any]:
+def _paired_result(plain: list[float], guarded: list[float], hooks: int) -> dict[str, Any]:
+    added = [g - p for g, p in zip(guarded, plain, strict=True)]
+    p50, p99 = percentile(added, 50), percentile(added, 99)
     return {
-        "plain_us": plain,
-        "guarded_us": guarded,
+        "plain_us": summarize(plain).to_dict(1),
+        "guarded_us": summarize(guarded).to_dict(1),
         "hooks_per_call": hooks,
-        "overhead_us_p50": round(guarded["p50"] - plain["p50"], 1),
-        "overhead_per_hook_us_p50": round((guarded["p50"] - plain["p50"]) / hooks, 1),
+        "overhead_us_p50": round(p50, 1),
+        "overhead_us_p99": round(p99, 1),
+        "overhead_per_hook_us_p50": round(p50 / hooks, 1),
+        "overhead_per_hook_us_p99": round(p99 / hooks, 1),
     }
+
+
+def _nothing() -> None:
+    return None
+
+
+async def _anothing() -> None:
+    return None
+
+
+def _paired(
+    guarded: Callable[[], Any], plain: Callable[[], Any], iterations: int, hooks: int
+) -> dict[str, Any]:
+    """Guarded and plain calls alternate; the overhead is taken per pair."""
+    for _ in range(max(iterations // 10, 5)):
+        guarded(), plain()
+    clock = time.perf_counter_ns
+    plain_us, guarded_us = [], []
+    for _ in range(iterations):
+        t0 = clock()
+        guarded()
+        t1 = clock()
+        plain()
+        t2 = clock()
+        guarded_us.append((t1 - t0) / 1000)
+        plain_us.append((t2 - t1) / 1000)
+    return _paired_result(plain_us, guarded_us, hooks)
+
+
+async def _apaired(
+    guarded: Callable[[], Awaitable[Any]],
+    plain: Callable[[], Awaitable[Any]],
+    iterations: int,
+    hooks: int,
+) -> dict[str, Any]:
+    for _ in range(max(iterations // 10, 5)):
+        await guarded()
+        await plain()
+    clock = time.perf_counter_ns
+    plain_us, guarded_us = [], []
+    for _ in range(iterations):
+        t0 = clock()
+        await guarded()
+        t1 = clock()
+        await plain()
+        t2 = clock()
+        guarded_us.append((t1 - t0) / 1000)
+        plain_us.append((t2 - t1) / 1000)
+    return _paired_result(plain_us, guarded_us, hooks)
 
 
 def _langchain(iterations: int) -> dict[str, Any]:
     module, origin = import_integration("guard_plugins_langchain", "langchain")
     if module is None:
         return {"skipped": f"guard_plugins_langchain {origin}"}
+    from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+    from langchain_core.messages import AIMessage, HumanMessage
     from langchain_core.runnables import RunnableLambda
+    from langchain_core.tools import tool
 
     guard = _zero_guard()
     identity: RunnableLambda[str, str] = RunnableLambda(lambda text: text)
+    after: RunnableLambda[str, str] = RunnableLambda(lambda text: text)
     wrapped = module.GuardRunnable.wrap(identity, guard)
-    step = identity | module.GuardRunnable.input(guard)
-    plain_sync = _time_sync(lambda: identity.invoke(USER_TEXT), iterations)
+    step = module.GuardRunnable.input(guard)
+    out_step = module.GuardRunnable.output(guard)
+    new_sequence = identity | step
+    chain = identity | after
+    guarded_chain = identity | step | after
+    reply = AIMessage(REPLY_TEXT)
+    middleware = module.LlamaGuardMiddleware(guard)
+    before: Any = {"messages": [HumanMessage(USER_TEXT)]}
+    answered: Any = {"messages": [HumanMessage(USER_TEXT), reply]}
 
-    async def both() -> tuple[dict[str, Any], dict[str, Any]]:
-        plain = await _time_async(lambda: identity.ainvoke(USER_TEXT), iterations)
-        guarded = await _time_async(lambda: wrapped.ainvoke(USER_TEXT), iterations)
-        return plain, guarded
+    @tool
+    def run_python(code: str) -> str:
+        """Run Python code."""
+        return "ok"
 
-    plain_async, guarded_async = asyncio.run(both())
-    return {
+    guarded_tool = module.guard_tool(run_python, guard)
+    args = {"code": "print(sum(range(10)))"}
+    model = FakeMessagesListChatModel(responses=[reply] * (iterations * 3))
+    traced: Any = {"callbacks": [module.LlamaGuardCallbackHandler(guard)]}
+
+    async def both() -> dict[str, Any]:
+        return {
+            "wrap_ainvoke": await _apaired(
+                lambda: wrapped.ainvoke(USER_TEXT),
+                lambda: identity.ainvoke(USER_TEXT),
+                iterations,
+                2,
+            ),
+            "input_step_ainvoke": await _apaired(
+                lambda: step.ainvoke(USER_TEXT), _anothing, iterations, 1
+            ),
+            "middleware_aafter_model": await _apaired(
+                lambda: middleware.aafter_model(answered, None), _anothing, iterations, 1
+            ),
+        }
+
+    result: dict[str, Any] = {
         "import": origin,
-        "wrap_invoke": _overhead(
-            plain_sync, _time_sync(lambda: wrapped.invoke(USER_TEXT), iterations), 2
+        "wrap_invoke": _paired(
+            lambda: wrapped.invoke(USER_TEXT), lambda: identity.invoke(USER_TEXT), iterations, 2
         ),
-        "wrap_ainvoke": _overhead(plain_async, guarded_async, 2),
-        "input_step_invoke": _overhead(
-            plain_sync, _time_sync(lambda: step.invoke(USER_TEXT), iterations), 1
+        "input_step_invoke": _paired(
+            lambda: new_sequence.invoke(USER_TEXT),
+            lambda: identity.invoke(USER_TEXT),
+            iterations,
+            1,
         ),
-        "note": "GuardRunnable.wrap checks input and output (2 hooks); plain = RunnableLambda "
-        "identity; the input step is compared with the bare identity (it adds a sequence too)",
+        "input_step_in_chain_invoke": _paired(
+            lambda: guarded_chain.invoke(USER_TEXT),
+            lambda: chain.invoke(USER_TEXT),
+            iterations,
+            1,
+        ),
+        "input_step_alone_invoke": _paired(lambda: step.invoke(USER_TEXT), _nothing, iterations, 1),
+        "output_step_alone_invoke": _paired(
+            lambda: out_step.invoke(reply), _nothing, iterations, 1
+        ),
+        "middleware_before_model": _paired(
+            lambda: middleware.before_model(before, None), _nothing, iterations, 1
+        ),
+        "guard_tool_invoke": _paired(
+            lambda: guarded_tool.invoke(args), lambda: run_python.invoke(args), iterations, 1
+        ),
+        "callback_handler_invoke": _paired(
+            lambda: model.invoke(USER_TEXT, traced),
+            lambda: model.invoke(USER_TEXT),
+            iterations,
+            2,
+        ),
     }
+    result.update(asyncio.run(both()))
+    result["note"] = (
+        "plain = the same call unguarded: a RunnableLambda identity; for a step alone, middleware"
+        " hook: nothing. wrap and the callback handler check input and output (2 hooks);"
+        " input_step_invoke adds a sequence (identity | step vs identity);"
+        " input_step_in_chain_invoke inserts the step into an existing sequence;"
+        " guard_tool_invoke includes the static code screen"
+    )
+    return result
 
 
 def _llamaindex(iterations: int) -> dict[str, Any]:
@@ -147,15 +265,26 @@ def _llamaindex(iterations: int) -> dict[str, Any]:
 
     plain = FunctionTool.from_defaults(fn=run_python)
     guarded = module.guard_tool(run_python, _zero_guard())
+
+    async def acall() -> dict[str, Any]:
+        return await _apaired(
+            lambda: guarded.acall(code="print(1)"),
+            lambda: plain.acall(code="print(1)"),
+            iterations,
+            2,
+        )
+
     return {
         "import": origin,
-        "tool_call": _overhead(
-            _time_sync(lambda: plain.call(code="print(1)"), iterations),
-            _time_sync(lambda: guarded.call(code="print(1)"), iterations),
+        "tool_call": _paired(
+            lambda: guarded.call(code="print(1)"),
+            lambda: plain.call(code="print(1)"),
+            iterations,
             2,
         ),
-        "note": "guard_tool checks the call and the tool's output (2 hooks); plain = "
-        "FunctionTool.from_defaults on the same function",
+        "tool_acall": asyncio.run(acall()),
+        "note": "guard_tool checks the call (with the static code screen) and the tool's output"
+        " (2 hooks); plain = FunctionTool.from_defaults on the same function",
     }
 
 

@@ -1,7 +1,7 @@
 """``guard-plugins bench``: run the benchmark suites, print a table, write a JSON file.
 
     guard-plugins bench [--model PATH | --build-dev-model] [--quick] [--out FILE.json]
-                        [--suites backend,guard,agent,adapters] [--datasets DIR]
+                        [--suites backend,guard,agent,adapters,streaming] [--datasets DIR]
 
 Without ``--model`` the random-weight dev model is used (``bench`` size with the Llama 4
 tokenizer; with ``--quick`` the ``tiny`` size with the small built-in tokenizer, which loads in a
@@ -165,6 +165,10 @@ def _run_suites(ctx: BenchContext, chosen: Sequence[str]) -> dict[str, Any]:
             suites[name] = run_guard_suite(ctx, ctx.backend())
         elif name == "agent":
             suites[name] = run_agent_suite(ctx)
+        elif name == "streaming":
+            from guard_plugins.bench.streaming_suite import run_streaming_suite
+
+            suites[name] = run_streaming_suite(ctx)
         else:
             suites[name] = run_adapters_suite(ctx)
         suites[name]["duration_s"] = round(time.perf_counter() - start, 1)

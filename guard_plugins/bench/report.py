@@ -203,6 +203,17 @@ def _adapter_lines(suite: Mapping[str, Any]) -> list[str]:
                  ["", "plain p50", "p50", "p99", "added p50"], rows)
 
 
+def _streaming_lines(suite: Mapping[str, Any]) -> list[str]:
+    rows = []
+    for way in ("unguarded", "incremental", "whole_reply"):
+        entry = suite[way]
+        rows.append([way, _f(entry["first_chunk_ms"]), _f(entry["last_chunk_ms"]),
+                     _f(entry["total_ratio_to_unguarded"], 3), str(entry["checks"])])
+    title = (f"streamed reply ({suite['reply_words']} words, {_f(suite['word_ms'])} ms each; "
+             f"guard {_f(suite['guard_check_ms'])} ms per check)")
+    return _rows(title, ["", "first chunk ms", "last chunk ms", "x unguarded", "checks"], rows)
+
+
 def format_table(document: Mapping[str, Any]) -> str:
     """The compact human-readable summary printed on stdout."""
     model = document.get("model") or {}
@@ -214,7 +225,7 @@ def format_table(document: Mapping[str, Any]) -> str:
             f"prompts: {document['datasets']['origin']}")
     lines = [head]
     render = {"backend": _backend_lines, "guard": _guard_lines, "agent": _agent_lines,
-              "adapters": _adapter_lines}
+              "adapters": _adapter_lines, "streaming": _streaming_lines}
     for name, suite in document["suites"].items():
         lines.append("")
         if "skipped" in suite:

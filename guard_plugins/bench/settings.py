@@ -15,7 +15,7 @@ from guard_plugins.bench.workloads import PromptSet
 __all__ = ["SUITES", "BenchContext", "BenchSettings", "stderr_log"]
 
 #: every suite, in the order they run
-SUITES = ("backend", "guard", "agent", "adapters")
+SUITES = ("backend", "guard", "agent", "adapters", "streaming")
 
 
 @dataclass(frozen=True)
