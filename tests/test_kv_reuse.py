@@ -267,3 +267,28 @@ def test_store_can_be_resized() -> None:
     assert cache.tokens == 0 and len(cache) == 0
     with pytest.raises(ValueError, match="max_tokens"):
         cache.resize(-2)
+
+
+async def test_auto_packing_packs_only_sub_batches_that_would_pad_a_lot(tiny_backend: Any) -> None:
+    from guard_plugins.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend(
+        tiny_backend._model, tiny_backend.encoder, conversation_cache_tokens=0
+    )
+    try:
+        assert backend.packing == "auto"
+        await backend.classify("warm the prefix", threshold=1.0)
+        similar = [ClassificationRequest.of(text, threshold=1.0)
+                   for text in ("why?", "why not?", "why would it?", "why would it be so?")]
+        backend.stats.reset()
+        await backend.classify_batch(similar)
+        assert backend.stats.padding_tokens > 0  # a few tokens: padded, not packed
+        uneven = [ClassificationRequest.of("hi", threshold=1.0),
+                  ClassificationRequest.of("a long message about nothing " * 20, threshold=1.0)]
+        backend.stats.reset()
+        await backend.classify_batch(uneven)
+        assert backend.stats.padding_tokens == 0 and backend.stats.forward_passes == 1
+    finally:
+        backend.close()
+    with pytest.raises(ValueError, match="packing"):
+        TransformersBackend(tiny_backend._model, tiny_backend.encoder, packing="sometimes")  # type: ignore[arg-type]

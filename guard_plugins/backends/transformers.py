@@ -13,9 +13,10 @@ How a check runs (cheapest path that gives the model's own numbers):
   teacher-forced on the KV cache of the scoring pass and at most 20 tokens are decoded greedily,
   constrained to comma-separated codes of the listed categories (so even a dev model's output
   parses; only those tokens' head rows are projected), stopping at ``<|eot|>``.
-- Text requests are cut into sub-batches (`max_batch_size`, `max_batch_tokens`); a sub-batch is
-  *packed* into one row with a 4-D attention mask (no padding, mixed roles and category lists),
-  or, with ``packing=False``, sorted by length and left-padded. Image requests run one at a time
+- Text requests are sorted by length and cut into sub-batches (`max_batch_size`,
+  `max_batch_tokens`), left-padded. A sub-batch whose padding would exceed 30% is instead
+  *packed* into one row with a 4-D attention mask (``packing="auto"``; ``True`` always packs, with
+  mixed roles and category lists in one row; ``False`` never). Image requests run one at a time
   (the vision tower dominates their cost).
 - The prompt part up to ``<BEGIN CONVERSATION>\\n`` is the same for every check with the same role
   and categories; with ``prefix_cache=True`` its KV is computed once and reused (LRU). The KV of
@@ -36,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from guard_plugins.backends._kv_reuse import ConversationCache, KVEntry
 from guard_plugins.backends.base import Backend, ClassificationRequest
@@ -79,6 +80,10 @@ MAX_CATEGORY_TOKENS = 20
 MIN_CONVERSATION_REUSE = 8
 #: longest row of packed prompts (their attention mask is quadratic in it)
 PACK_MAX_TOKENS = 4096
+#: ``packing="auto"`` packs a sub-batch when padding would be more than this share of it: a
+#: packed row attends densely over every prompt in it (torch's SDPA does not skip masked blocks),
+#: which costs more than a little padding does
+PACK_WHEN_PADDING = 0.3
 _HUB_KEYS = ("local_files_only", "revision", "token", "cache_dir", "force_download", "subfolder")
 _STRUCTURE = {
     "<|begin_of_text|>": 1,
@@ -605,18 +610,18 @@ class TransformersBackend(Backend):
     Model work runs on a single worker thread owned by the backend (torch work serialised, the
     event loop never blocks); `aclose()` stops it and drops the model.
 
-    Options: `max_batch_size` / `max_batch_tokens` bound a text sub-batch, packed into one row
-    (`packing`, the default) or sorted by length and left-padded; image requests run one at a
-    time. `prefix_cache` keeps the KV of up to `prefix_cache_size` prompt prefixes (everything
-    through ``<BEGIN CONVERSATION>\\n``, keyed by its text, i.e. role + category list, per loaded
-    model), used only when the prefix's ids are a true prefix of the prompt's ids, and the KV of
-    recent checks' conversations, up to `conversation_cache_tokens` positions (text only: image
-    positions depend on pixels the ids do not show; 0 turns it off). Per position this costs
-    2 × layers × KV heads × head dim × dtype bytes — about 196 KB for the 12B model in bfloat16
-    assuming Llama 4 Scout's text geometry (48 layers, 8 KV heads of 128), so the default 4096
-    positions take ≈ 800 MB. Results equal the
-    uncached, unpacked path within float tolerance (1e-4 on scores in float32). `stats` counts
-    the tokens computed and reused per check.
+    Options: `max_batch_size` / `max_batch_tokens` bound a text sub-batch, sorted by length and
+    left-padded, or packed into one row without padding (`packing`: ``"auto"`` packs when padding
+    would exceed 30%, ``True`` always, ``False`` never); image requests run one at a time.
+    `prefix_cache` keeps the KV of up to `prefix_cache_size` prompt prefixes (everything through
+    ``<BEGIN CONVERSATION>\\n``, keyed by its text, i.e. role + category list, per loaded model),
+    used only when the prefix's ids are a true prefix of the prompt's ids, and the KV of recent
+    checks' conversations, up to `conversation_cache_tokens` positions (text only: image positions
+    depend on pixels the ids do not show; 0 turns it off). Per position this costs 2 × layers ×
+    KV heads × head dim × dtype bytes — about 196 KB for the 12B model in bfloat16 assuming Llama
+    4 Scout's text geometry (48 layers, 8 KV heads of 128), so the default 4096 positions take
+    ≈ 800 MB. Results equal the uncached, unpacked path within float tolerance (1e-4 on scores in
+    float32). `stats` counts the tokens computed and reused per check.
 
     >>> backend = TransformersBackend.from_pretrained(device="cuda")   # doctest: +SKIP
     >>> backend.classify_sync("How do I make a bomb?").codes          # doctest: +SKIP
@@ -636,7 +641,7 @@ class TransformersBackend(Backend):
         prefix_cache: bool = True,
         prefix_cache_size: int = 8,
         conversation_cache_tokens: int = 4096,
-        packing: bool = True,
+        packing: bool | Literal["auto"] = "auto",
         source: str = "",
     ) -> None:
         torch, _ = _deps()
@@ -657,7 +662,9 @@ class TransformersBackend(Backend):
         self.max_batch_tokens = max_batch_tokens
         self.prefix_cache = prefix_cache and prefix_cache_size > 0
         self.prefix_cache_size = prefix_cache_size
-        self.packing = packing
+        if packing not in (True, False, "auto"):
+            raise ValueError("packing must be True, False or 'auto'")
+        self.packing: bool | Literal["auto"] = packing
         self.stats = BackendStats()
         #: True when the checkpoint is a random-weight dev model (its verdicts are meaningless)
         self.dev_model = bool(source) and is_dev_model(source)
@@ -690,7 +697,7 @@ class TransformersBackend(Backend):
         prefix_cache: bool = True,
         prefix_cache_size: int = 8,
         conversation_cache_tokens: int = 4096,
-        packing: bool = True,
+        packing: bool | Literal["auto"] = "auto",
         **kwargs: Any,
     ) -> TransformersBackend:
         """Load Llama Guard 4 (or a dev model) from the Hub or a local directory.
@@ -849,7 +856,7 @@ class TransformersBackend(Backend):
             key=lambda j: (j.encoded.prefix_key or "", len(j.encoded.ids) - j.encoded.reused),
         )
         groups: list[list[_Job]] = []
-        packed = self._packing_enabled()
+        packed = self.packing is True and self._packing_enabled()
         pack_limit = min(self._limit, PACK_MAX_TOKENS, self.max_batch_tokens)
         for job in text_jobs:
             last = groups[-1] if groups else None
@@ -992,7 +999,13 @@ class TransformersBackend(Backend):
             return False
         if any(job.encoded.pixel_values is not None for job in jobs):
             return False
-        return sum(len(job.encoded.ids) + 1 for job in jobs) <= min(self._limit, PACK_MAX_TOKENS)
+        if sum(len(job.encoded.ids) + 1 for job in jobs) > min(self._limit, PACK_MAX_TOKENS):
+            return False
+        if self.packing == "auto":
+            computed = [len(job.encoded.ids) - job.encoded.reused + 1 for job in jobs]
+            padded = len(computed) * max(computed)
+            return padded - sum(computed) > PACK_WHEN_PADDING * padded
+        return True
 
     def _score_packed(self, jobs: list[_Job]) -> list[_Job]:
         """Score text `jobs` in one row without padding; return those at or over threshold.

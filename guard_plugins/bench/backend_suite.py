@@ -121,7 +121,8 @@ def _assemble(
         units[b]["peak_working_rss_mb"] = peaks.get(f"backend_b{b}")
         units[b]["peak_process_rss_mb"] = absolute.get(f"backend_b{b}")
     units["single_sub_batch"]["peak_working_rss_mb"] = peaks.get("backend_single_sub_batch")
-    units["padded"]["peak_working_rss_mb"] = peaks.get("backend_padded")
+    for unit in ("packed", "padded"):
+        units[unit]["peak_working_rss_mb"] = peaks.get(f"backend_{unit}")
     return {
         "prompts": prompt_info,
         "weights_mb": weights_mb,
@@ -146,7 +147,7 @@ def _assemble(
         "prefix_cache_off": {**off, "peak_working_rss_mb": peaks.get("backend_b1_no_prefix")},
         "single_sub_batch": units["single_sub_batch"],
         "length_bucketing": throughput["bucketing"],
-        "packing": {**throughput["packing"], "padded": units["padded"]},
+        "packing": {**throughput["packing"], "packed": units["packed"], "padded": units["padded"]},
         "unsafe_path": unsafe_path,
         "by_workload": latency["by_workload"],
         "ratios": {

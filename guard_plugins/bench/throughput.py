@@ -10,10 +10,11 @@ users get it (``max_batch_size=8``):
 - ``"1"``, ``"8"``, ``"32"``: calls of that many requests. A call larger than the sub-batch limit
   is sorted by length and cut into sub-batches (length bucketing); a call within the limit runs
   as one sub-batch in arrival order.
-- ``"single_sub_batch"``: the same call of 32 with the limit raised to 32 — one sub-batch (one
-  packed row while it fits `PACK_MAX_TOKENS`, else padded to its longest prompt).
-- ``"padded"``: the call of 32 with packing off — sorted sub-batches of 8, each left-padded to
-  its longest prompt (how the backend batched before packing).
+- ``"single_sub_batch"``: the same call of 32 with the limit raised to 32 — one sub-batch,
+  padded to its longest prompt (or packed, when that pads more than 30%).
+- ``"packed"`` / ``"padded"``: the call of 32 with ``packing=True`` (every sub-batch of 8 one
+  row, no padding) and ``packing=False`` (every sub-batch left-padded); the default, ``"auto"``,
+  chooses per sub-batch.
 
 Length bucketing is measured as the largest call (sorted sub-batches of 8) against calls of 8 in
 arrival order: the same sub-batch size, only the grouping differs.
@@ -39,6 +40,8 @@ SAFE_PATH = 1.0
 UNSAFE_PATH = 1e-6
 SINGLE = "single_sub_batch"
 PADDED = "padded"
+PACKED = "packed"
+_PACKING = {PADDED: False, PACKED: True}
 
 
 def request(conversation: Conversation, threshold: float = SAFE_PATH) -> ClassificationRequest:
@@ -65,17 +68,17 @@ def _run_unit(
     ctx: BenchContext, driver: Driver, unit: str, conversations: Sequence[Conversation]
 ) -> dict[str, Any]:
     backend = driver.backend
-    size = len(conversations) if unit in (SINGLE, PADDED) else int(unit)
+    size = len(conversations) if unit in (SINGLE, PADDED, PACKED) else int(unit)
     calls = [conversations[i: i + size] for i in range(0, len(conversations), size)]
     saved, packing = backend.max_batch_size, backend.packing
     if unit == SINGLE:
         backend.max_batch_size = size
-    if unit == PADDED:
-        backend.packing = False
+    if unit in _PACKING:
+        backend.packing = _PACKING[unit]
     backend.stats.reset()
     try:
         start = time.perf_counter()
-        phase = f"backend_{unit}" if unit in (SINGLE, PADDED) else f"backend_b{unit}"
+        phase = f"backend_{unit}" if unit in (SINGLE, PADDED, PACKED) else f"backend_b{unit}"
         with ctx.monitor.phase(phase):
             for call in calls:
                 driver.classify(call)
@@ -104,7 +107,8 @@ def measure_throughput(
     chosen = list(conversations[: max(sizes)])
     limit = int(driver.backend.max_batch_size)
     arrival = str(limit)
-    units = [str(b) for b in sizes] + [SINGLE, PADDED] + ([] if limit in sizes else [arrival])
+    units = [str(b) for b in sizes] + [SINGLE, PACKED, PADDED]
+    units += [] if limit in sizes else [arrival]
     runs: dict[str, list[dict[str, Any]]] = {u: [] for u in units}
     for round_index in range(ctx.settings.rounds):
         shift = round_index % len(units)
@@ -147,10 +151,12 @@ def measure_throughput(
         },
         "packing": {
             "checks": len(chosen),
-            "packed_padding_tokens": by_unit[largest]["padding_tokens"],
+            "packed_padding_tokens": by_unit[PACKED]["padding_tokens"],
             "padded_padding_tokens": by_unit[PADDED]["padding_tokens"],
             "padded_padding_fraction": by_unit[PADDED]["padding_fraction"],
-            "throughput_ratio": paired(largest, PADDED),
+            "auto_padding_tokens": by_unit[largest]["padding_tokens"],
+            "packed_vs_padded": paired(PACKED, PADDED),
+            "auto_vs_padded": paired(largest, PADDED),
         },
     }
 

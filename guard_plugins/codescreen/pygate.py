@@ -92,7 +92,9 @@ class Gate:
 
     def __init__(self, text: str, triggers: frozenset[str]) -> None:
         lines = text.split("\n")
-        self._words: list[list[str]] = list(map(_WORD.findall, lines))
+        self._text_lines = lines
+        self._triggers = triggers
+        self._lines: dict[int, tuple[list[str], bool]] = {}  # index: words, hot (on demand)
         ends = list(accumulate(len(line) + 1 for line in lines))  # offset after each line
         hot = {bisect_right(ends, match.start()) for match in _HOT.finditer(text)}
         patterns = [_LONG_NUMBER, _CONCATENATION]
@@ -105,20 +107,28 @@ class Gate:
             for match in pattern.finditer(text):
                 first = bisect_right(ends, match.start())
                 hot.update(range(first, bisect_right(ends, match.end() - 1) + 1))
-        disjoint = triggers.isdisjoint
-        self._hot: list[bool] = [index in hot or not disjoint(words)
-                                 for index, words in enumerate(self._words)]
+        self._hot_lines = hot
+
+    def _line(self, index: int) -> tuple[list[str], bool]:
+        line = self._lines.get(index)
+        if line is None:
+            words = _WORD.findall(self._text_lines[index])
+            hot = index in self._hot_lines or not self._triggers.isdisjoint(words)
+            line = self._lines[index] = (words, hot)
+        return line
 
     def words(self, first: int, last: int) -> tuple[list[str], bool]:
         """Words on lines `first`..`last` (1-based) and whether one of those lines is hot."""
+        first, last = max(first, 1), min(last, len(self._text_lines))
         if first == last:
-            if 0 < first <= len(self._words):
-                return self._words[first - 1], self._hot[first - 1]
-            return [], True
+            return self._line(first - 1)
         found: list[str] = []
-        for words in self._words[max(first - 1, 0):last]:
+        hot = False
+        for index in range(first - 1, last):
+            words, line_hot = self._line(index)
             found += words
-        return found, True in self._hot[max(first - 1, 0):last]
+            hot = hot or line_hot
+        return found, hot
 
     def header(self, node: ast.stmt) -> tuple[list[str], bool]:
         """Words of the statement's own expressions (a compound statement's header), and hot."""

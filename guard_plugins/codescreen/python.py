@@ -99,6 +99,8 @@ class PythonScanner:
                 assert isinstance(node, (ast.Import, ast.ImportFrom))
                 self.scope.bind_import(node)
                 continue
+            if cls is ast.Expr and type(getattr(node, "value", None)) is ast.Constant:
+                continue  # a docstring
             if gate is None:
                 self._statement(node, _FULL, None)
                 mode = _FULL
