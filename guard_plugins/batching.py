@@ -97,6 +97,7 @@ class MicroBatcher:
         self._lock = threading.Lock()
         # Guards the idle check-and-claim against a sync caller's inline call in another thread.
         self._claim = threading.Lock()
+        self._inline_thread: int | None = None
         self.batches: int = 0
         self.requests: int = 0
 
@@ -139,12 +140,14 @@ class MicroBatcher:
             if state.draining or state.pending or state.gathering:
                 return None
             state.draining = True
+            self._inline_thread = threading.get_ident()
         self.batches += 1
         self.requests += 1
         try:
             verdicts = self.backend.classify_batch_inline([request])
         finally:
             with self._claim:
+                self._inline_thread = None
                 if state.pending:  # callers queued on the loop meanwhile: drain them there
                     loop.call_soon_threadsafe(self._start_drain, state, loop)
                 else:
@@ -154,6 +157,11 @@ class MicroBatcher:
                 f"backend {self.backend.name} returned {len(verdicts)} verdicts for 1"
             )
         return verdicts[0]
+
+    def classifying_inline_here(self) -> bool:
+        """True inside an inline classification made by this thread (a re-entrant sync check
+        from the backend itself, which on the loop would be refused rather than deadlock)."""
+        return self._inline_thread == threading.get_ident()
 
     def _start_drain(self, state: _LoopState, loop: asyncio.AbstractEventLoop) -> None:
         state.task = loop.create_task(self._drain(state))

@@ -288,6 +288,10 @@ class Guard:
         call: ToolCallPart | None = None,
         arguments: Mapping[str, Any] | str | None = None,
     ) -> Decision:
+        if self.batcher.classifying_inline_here():
+            # Called from inside this guard's own inline classification: on the loop this is
+            # the sync-call-on-its-own-loop error, and waiting here would never end.
+            raise RuntimeError(f"sync call made on the guard's own loop; await {api} instead")
         if on_portal_thread() or (self.prompt_guard is not None and hook in _PROMPT_GUARD_HOOKS):
             # On the loop itself run_sync refuses (await the async twin); Prompt Guard runs
             # concurrently with the backend, which needs the loop.

@@ -293,6 +293,22 @@ def test_a_sync_call_on_the_guards_own_loop_still_raises() -> None:
         future.result(5)
 
 
+def test_a_sync_check_from_inside_the_backend_fails_as_it_did_on_the_loop() -> None:
+    holder: list[Guard] = []
+
+    def reentrant(conversation: Conversation) -> str:
+        return "safe" if holder[0].check_input("inner").allowed else "unsafe\nS1"
+
+    guard = Guard(FunctionBackend(reentrant), cache_size=0)
+    holder.append(guard)
+    sync = guard.check_input("outer")
+    assert sync.rule == "fail_closed:RuntimeError"
+    assert sync.error == (
+        "RuntimeError: sync call made on the guard's own loop; await acheck_input() instead"
+    )
+    assert guard.check_output(CONTENT[Hook.ASSISTANT_OUTPUT]).rule == "fail_closed:RuntimeError"
+
+
 def test_inline_only_when_the_loops_batcher_is_idle() -> None:
     """While a batch is being gathered on the loop, a sync caller joins it instead of going
     inline, as it would have joined it before."""
