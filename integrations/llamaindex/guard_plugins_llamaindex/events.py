@@ -40,6 +40,7 @@ from llama_index.core.instrumentation.events.llm import (
 )
 from llama_index_instrumentation import get_dispatcher
 from llama_index_instrumentation.base import BaseEvent
+from llama_index_instrumentation.event_handlers import NullEventHandler
 
 from guard_plugins_llamaindex import _convert
 from guard_plugins_llamaindex._nesting import nested_llm_call
@@ -92,8 +93,19 @@ def record_decision(decision: Decision, source: str, span_id: str | None = None)
     """Dispatch `decision` into LlamaIndex's traces and log it; returns it unchanged."""
     if not decision.allowed or decision.flagged:
         logger.info("%s: %s", source, decision.summary())
-    dispatcher.event(GuardDecisionEvent.of(decision, source, span_id))
+    if _observed(dispatcher):  # the event is a pydantic model: build it only for a listener
+        dispatcher.event(GuardDecisionEvent.of(decision, source, span_id))
     return decision
+
+
+def _observed(start: Any) -> bool:
+    """Whether `Dispatcher.event` would reach any event handler (it walks the same chain)."""
+    current = start
+    while current:
+        if any(not isinstance(h, NullEventHandler) for h in current.event_handlers):
+            return True
+        current = current.parent if current.propagate else None
+    return False
 
 
 class LlamaGuardEventHandler(BaseEventHandler):
