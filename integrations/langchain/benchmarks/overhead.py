@@ -7,8 +7,10 @@ the same guard check made directly, and reports per hook, at the median and the 
 - adapter: total − the direct guard check — this package's own share (conversion, its traced
   run, enforcement).
 
-The backend answers "safe" at once and the verdict cache is off. Sync rows include the core's
-sync-to-async hop. Numbers scale with machine load: the load average is printed.
+The backend answers "safe" at once and the verdict cache is off. With such a backend (it never
+waits) the core's sync methods run in the caller's thread; with a model or HTTP backend they
+hand the classification to the guard's background loop. Numbers scale with machine load: the
+load average is printed.
 
     python integrations/langchain/benchmarks/overhead.py [--n 2000]
 """
