@@ -76,6 +76,15 @@ def test_gate_keeps_results_of_mixed_lines(lines: list[str]) -> None:
     _same("\n".join(line.strip() for line in lines))
 
 
+@pytest.mark.parametrize("newline", ["\r", "\r\n", "\n\r"])
+def test_gate_counts_lines_like_the_parser(newline: str) -> None:
+    code = newline.join(["import os", "y = 5", "z = os.fork", "os.system('rm -rf /')",
+                         "while True:", "    z()", ""])
+    findings = {f.rule_id for f in scan(code)}
+    assert {"PY-FORKBOMB", "SH-DESTRUCTIVE-DELETE"} <= findings
+    _same(code)
+
+
 def test_non_ascii_source_is_not_gated() -> None:
     ctx = ScanContext(Limits())
     assert pyscanner.PythonScanner(ctx, "x = 'é'").gate is None

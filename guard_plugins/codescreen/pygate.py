@@ -92,6 +92,8 @@ class Gate:
     """The words of each source line, or None for a line that mentions something a rule uses."""
 
     def __init__(self, text: str, triggers: frozenset[str]) -> None:
+        # Lines as the parser counts them: a lone CR ends a line too.
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
         self._text_lines = text.split("\n")
         self._triggers = triggers
         self._lines: dict[int, tuple[list[str], bool]] = {}  # index: words, hot (on demand)
