@@ -78,8 +78,12 @@ class _HookRules:
         self.policy = policy
         self.hook = hook
         self.hp = policy.for_hook(hook)
-        self.threshold = self.hp.request_threshold
         self.screen = hook is Hook.TOOL_CALL and self.hp.screen_code
+
+    @property
+    def threshold(self) -> float:
+        # Read per check: `thresholds` is a dict inside the frozen policy and can still change.
+        return self.hp.request_threshold
 
     @cached_property
     def categories(self) -> tuple[CategoryLike, ...]:
