@@ -292,3 +292,37 @@ async def test_auto_packing_packs_only_sub_batches_that_would_pad_a_lot(tiny_bac
         backend.close()
     with pytest.raises(ValueError, match="packing"):
         TransformersBackend(tiny_backend._model, tiny_backend.encoder, packing="sometimes")  # type: ignore[arg-type]
+
+
+async def test_long_reuse_and_long_prompts_in_one_call_stay_within_the_position_limit(
+    cached: Any, uncached: Any
+) -> None:
+    """A row's reused part and another row's new part must not add up past the prompt limit
+    (cache columns past 8192 would change the NoPE layers' scaling and the chunked attention)."""
+    history = Conversation.user("tell me about rivers " * 800)  # ~3,200 tokens, cached
+    await cached.classify(history)
+    assert cached._conversations.tokens > 3000
+    follow_up = history.with_assistant("Rivers flow.").with_user("And lakes?")
+    fresh = Conversation.user("describe the ocean floor " * 1300)  # ~5,200 new tokens
+    requests = [ClassificationRequest.of(follow_up), ClassificationRequest.of(fresh)]
+    lengths = [len(cached.prompt_token_ids(r)) for r in requests]
+    assert all(n <= cached.max_prompt_tokens for n in lengths)
+    cached.stats.reset()
+    got = await cached.classify_batch(requests)
+    assert cached.stats.conversation_hits == 1
+    for a, b in zip(got, await uncached.classify_batch(requests), strict=True):
+        _assert_same(a, b)
+
+
+async def test_a_flagged_packed_check_keeps_the_score_that_flagged_it(tiny_backend: Any) -> None:
+    from guard_plugins.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend(tiny_backend._model, tiny_backend.encoder, packing=True)
+    try:
+        requests = [ClassificationRequest.of(t, threshold=1e-9) for t in ("one", "two things")]
+        verdicts = await backend.classify_batch(requests)
+        assert backend.stats.decoded_checks == 2
+        for verdict, request in zip(verdicts, requests, strict=True):
+            assert not verdict.safe and verdict.score >= request.threshold and verdict.codes
+    finally:
+        backend.close()

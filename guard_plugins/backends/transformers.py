@@ -513,19 +513,26 @@ class _CodeConstraint:
         return text
 
 
-def _set_scores(jobs: Sequence[_Job], verdict_logits: Any, every: bool = False) -> list[int]:
-    """Set each job's score from its (unsafe, safe) logits; return the rows at or over threshold
-    (all rows when `every`)."""
+def _set_scores(jobs: Sequence[_Job], verdict_logits: Any, rerun: bool = False) -> list[int]:
+    """Set each job's score from its (unsafe, safe) logits; return the rows at or over threshold.
+
+    A `rerun` (jobs already flagged by a packed pass, recomputed only to decode categories) keeps
+    the scores that flagged them, so score and verdict cannot disagree by float noise, and
+    returns every row.
+    """
     rows = []
     for row, job in enumerate(jobs):
         unsafe, safe = (float(x) for x in verdict_logits[row])
         if not (math.isfinite(unsafe) and math.isfinite(safe)):
             raise BackendError("the model produced non-finite logits")
+        if rerun:
+            rows.append(row)
+            continue
         top = max(unsafe, safe)
         # Shifting both log-probabilities by the same amount keeps the ratio exact and avoids
         # exp() underflow.
         job.score = score_from_logprobs(unsafe - top, safe - top) or 0.0
-        if every or job.score >= job.request.threshold:
+        if job.score >= job.request.threshold:
             rows.append(row)
     return rows
 
@@ -536,13 +543,21 @@ def _text_parts(model: Any) -> tuple[Any, Any]:
     (None, None) when the model is not laid out like `Llama4ForConditionalGeneration` (or the
     head has a bias): the backend then calls the whole model and reads the full logits.
     """
+    torch, _ = _deps()
     language_model = getattr(model, "language_model", None)
     decoder = getattr(language_model, "model", None)
     get_head = getattr(model, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None
-    if decoder is None or head is None or getattr(head, "bias", None) is not None:
+    # Only a plain, materialised floating-point head can be sliced by rows: quantized or
+    # offloaded heads (accelerate hooks, weights on "meta") go through the model itself.
+    if decoder is None or head is None or type(head) is not torch.nn.Linear:
         return None, None
-    return decoder, head.weight
+    if head.bias is not None:
+        return None, None
+    weight = head.weight
+    if not weight.is_floating_point() or weight.device.type == "meta" or hasattr(head, "_hf_hook"):
+        return None, None
+    return decoder, weight
 
 
 def _may_have_processor(source: str) -> bool:
@@ -803,7 +818,11 @@ class TransformersBackend(Backend):
 
     @conversation_cache_tokens.setter
     def conversation_cache_tokens(self, value: int) -> None:
-        self._conversations.resize(value)
+        executor = self._executor
+        if executor is None:
+            self._conversations.resize(value)
+        else:  # after the work already queued, which may be using the cache
+            executor.submit(self._conversations.resize, value).result()
 
     def clear_cache(self) -> None:
         """Drop every cached prefix and conversation KV (the next checks start cold).
@@ -868,6 +887,7 @@ class TransformersBackend(Backend):
                 fits = (
                     last[0].encoded.prefix_key == job.encoded.prefix_key
                     and (len(last) + 1) * len(job.encoded.ids) <= self.max_batch_tokens
+                    and self._padded_width([*last, job]) <= self._limit
                 )
             if fits and last is not None:
                 last.append(job)
@@ -937,6 +957,10 @@ class TransformersBackend(Backend):
             if flagged:  # rare: rerun padded, whose per-row cache category decoding continues
                 self._score(flagged, decode_all=True)
             return
+        if len(jobs) > 1 and self._padded_width(jobs) > self._limit:
+            for job in jobs:  # one at a time, each within its own prompt length
+                self._score([job], decode_all)
+            return
         torch = self._torch
         first = jobs[0].encoded
         reused = [self._reused_kv(job.encoded, count=not decode_all) for job in jobs]
@@ -975,23 +999,34 @@ class TransformersBackend(Backend):
         self.stats.forward_passes += 1
         computed = sum(len(r) for r in rests)
         self.stats.tokens_computed += computed
-        self.stats.padding_tokens += len(jobs) * width - computed
+        self.stats.padding_tokens += len(jobs) * (past + width) - computed - sum(lengths)
         self.stats.reused_tokens += sum(lengths)
         self._remember(jobs, lengths, cache, [
             (row, past - length, past + width - len(rest))
             for row, (length, rest) in enumerate(zip(lengths, rests, strict=True))
         ])
-        unsafe_rows = _set_scores(jobs, verdict_logits, decode_all)
+        unsafe_rows = _set_scores(jobs, verdict_logits, rerun=decode_all)
         if unsafe_rows:
             last_positions = positions[:, -1]
             self._decode_categories(
                 [jobs[r] for r in unsafe_rows], unsafe_rows, cache, mask, last_positions
             )
 
+    @staticmethod
+    def _padded_width(jobs: Sequence[_Job]) -> int:
+        """Cache columns of a padded pass: the longest reused part plus the longest new part.
+
+        Kept within the prompt limit (below 8192), where cache columns, not positions, still
+        leave the NoPE layers' temperature and the chunked attention unaffected.
+        """
+        reused = max(job.encoded.reused for job in jobs)
+        return reused + max(len(job.encoded.ids) - job.encoded.reused + 1 for job in jobs)
+
     def _packing_enabled(self) -> bool:
         if not self.packing or self._decoder is None:
             return False
-        implementation = getattr(self._model.config, "_attn_implementation", None) or "sdpa"
+        config = getattr(self._decoder, "config", None) or self._model.config
+        implementation = getattr(config, "_attn_implementation", None) or "sdpa"
         return implementation in ("sdpa", "eager")  # others need their own mask format
 
     def _can_pack(self, jobs: Sequence[_Job]) -> bool:
@@ -1175,9 +1210,11 @@ class TransformersBackend(Backend):
                     self._verdict_head = self._head_weight[rows].float()
                 weight = self._verdict_head
             else:
-                index = torch.tensor(list(token_ids), dtype=torch.long, device=self.device)
+                index = torch.tensor(
+                    list(token_ids), dtype=torch.long, device=self._head_weight.device
+                )
                 weight = self._head_weight.index_select(0, index).float()
-            return torch.nn.functional.linear(hidden.float(), weight)
+            return torch.nn.functional.linear(hidden.to(weight.device).float(), weight)
 
     def _decode_categories(
         self, jobs: list[_Job], rows: list[int], cache: Any, mask: Any, last_positions: Any
