@@ -112,27 +112,38 @@ class Evaluator:
         if depth > _MAX_DEPTH or self._nodes > _MAX_NODES:
             return UNKNOWN
         d = depth + 1
-        if isinstance(node, ast.Constant):
-            return node.value if isinstance(node.value, (str, bytes, int, float)) else UNKNOWN
-        if isinstance(node, ast.Name):
+        cls = type(node)  # parsed nodes are never subclassed: dispatch on the exact type
+        if cls is ast.Constant:
+            value = node.value  # type: ignore[attr-defined]
+            return value if isinstance(value, (str, bytes, int, float)) else UNKNOWN
+        if cls is ast.Name:
+            name = node.id  # type: ignore[attr-defined]
             for scope in reversed(self._scopes):
-                if node.id in scope:
-                    return scope[node.id]
-            return self.lookup(node.id)
-        if isinstance(node, ast.JoinedStr):
-            return self._fstring(node, d)
-        if isinstance(node, ast.Attribute):
+                if name in scope:
+                    return scope[name]
+            return self.lookup(name)
+        if cls is ast.Attribute:
+            assert isinstance(node, ast.Attribute)
             if node.attr not in _CONSTANT_ATTRS:
                 return UNKNOWN
             return _MODULE_CONSTANTS.get(self.qualname(node) or "", UNKNOWN)
-        if isinstance(node, (ast.Tuple, ast.List)):
+        if cls is ast.Call:
+            assert isinstance(node, ast.Call)
+            return self._call(node, d)
+        if cls is ast.JoinedStr:
+            assert isinstance(node, ast.JoinedStr)
+            return self._fstring(node, d)
+        if cls is ast.Tuple or cls is ast.List:
+            assert isinstance(node, (ast.Tuple, ast.List))
             if len(node.elts) > MAX_ITEMS:
                 return UNKNOWN
             items = tuple(self._eval(e, d) for e in node.elts)
             return UNKNOWN if any(i is UNKNOWN for i in items) else items
-        if isinstance(node, ast.BinOp):
+        if cls is ast.BinOp:
+            assert isinstance(node, ast.BinOp)
             return self._binop(node, d)
-        if isinstance(node, ast.UnaryOp):
+        if cls is ast.UnaryOp:
+            assert isinstance(node, ast.UnaryOp)
             operand = self._eval(node.operand, d)
             if isinstance(node.op, ast.USub) and isinstance(operand, (int, float)):
                 return -operand
@@ -141,12 +152,12 @@ class Evaluator:
             if isinstance(node.op, ast.Invert) and isinstance(operand, int):
                 return ~operand
             return UNKNOWN
-        if isinstance(node, ast.Subscript):
+        if cls is ast.Subscript:
+            assert isinstance(node, ast.Subscript)
             return self._subscript(node, d)
-        if isinstance(node, (ast.ListComp, ast.GeneratorExp)):
+        if cls is ast.ListComp or cls is ast.GeneratorExp:
+            assert isinstance(node, (ast.ListComp, ast.GeneratorExp))
             return self._comprehension(node, d)
-        if isinstance(node, ast.Call):
-            return self._call(node, d)
         return UNKNOWN
 
     def _fstring(self, node: ast.JoinedStr, d: int) -> object:

@@ -80,11 +80,22 @@ def children(node: ast.AST) -> list[ast.AST]:
 def walk(node: ast.AST) -> list[ast.AST]:
     """`node` and all its descendants, breadth first, context markers excluded."""
     out = [node]
-    index = 0
-    while index < len(out):
-        current = out[index]
-        index += 1
+    append = out.append
+    fields_of = _CHILD_FIELDS
+    node_type = ast.AST
+    for current in out:  # grows while iterated: breadth first
         cls = type(current)
-        if cls is not ast.Name and cls is not ast.Constant:  # leaves, but for their context
-            out.extend(children(current))
+        if cls is ast.Name or cls is ast.Constant:  # leaves, but for their context
+            continue
+        fields = fields_of.get(cls)
+        if fields is None:
+            fields = _child_fields(cls)
+        for name in fields:
+            value = getattr(current, name, None)
+            if type(value) is list:
+                for item in value:
+                    if isinstance(item, node_type):
+                        append(item)
+            elif isinstance(value, node_type):
+                append(value)
     return out
