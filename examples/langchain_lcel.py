@@ -51,8 +51,11 @@ def main() -> None:
 
     print("\n1. benign question, streamed (each piece released after the text holding it passed):")
     print("   ", end="")
-    for chunk in chain.stream({"question": "How do I bake sourdough?"}):
-        print(chunk.content, end="", flush=True)
+    try:
+        for chunk in chain.stream({"question": "How do I bake sourdough?"}):
+            print(chunk.content, end="", flush=True)
+    except GuardBlocked as blocked:  # a random-weight dev model may flag anything
+        print(f"GuardBlocked: {blocked.decision.summary()}", end="")
     print()
 
     print("\n2. unsafe question: blocked before the model is called")
@@ -62,16 +65,22 @@ def main() -> None:
         print(f"   GuardBlocked: {blocked.decision.summary()}")
 
     print("\n3. unsafe reply, streamed: the stream stops with the refusal")
-    for chunk in chain.stream({"question": "Any chemistry tips?"}):
-        meta = chunk.response_metadata.get("guard_plugins")
-        tag = f"  <- {meta['action']} ({', '.join(meta['categories'])})" if meta else ""
-        print(f"   | {chunk.content!r}{tag}")
+    try:
+        for chunk in chain.stream({"question": "Any chemistry tips?"}):
+            meta = chunk.response_metadata.get("guard_plugins")
+            tag = f"  <- {meta['action']} ({', '.join(meta['categories'])})" if meta else ""
+            print(f"   | {chunk.content!r}{tag}")
+    except GuardBlocked as blocked:
+        print(f"   GuardBlocked: {blocked.decision.summary()}")
 
     print("\n4. the same chain wrapped: refusals come back in the chain's own shape")
     unsafe_model = GenericFakeChatModel(messages=cycle([UNSAFE_REPLY]))
     wrapped = GuardRunnable.wrap(prompt | unsafe_model, guard)
-    reply = wrapped.invoke({"question": "Any chemistry tips?"})
-    print(f"   {type(reply).__name__}(id={reply.id!r}): {reply.content!r}")
+    try:
+        reply = wrapped.invoke({"question": "Any chemistry tips?"})
+        print(f"   {type(reply).__name__}(id={reply.id!r}): {reply.content!r}")
+    except GuardBlocked as blocked:
+        print(f"   GuardBlocked: {blocked.decision.summary()}")
 
 
 if __name__ == "__main__":

@@ -156,15 +156,20 @@ async def test_dev_model_verdicts_agree_with_in_process(tiny_backend: Any) -> No
     Below 0.5 the completions path exercises the client's threshold rule and the teacher-forced
     category request.
     """
+    scores = [(await tiny_backend.classify(r)).score for r in _requests(0.5)]
+    low = max(min(scores) - 0.01, 1e-6)  # every request flagged
     with LoopbackServer(VerdictEngine(tiny_backend)) as server:
         async with OpenAICompatibleBackend(server.base_url, server.model) as completions:
-            for threshold in (0.5, 0.3, 0.9):
+            for threshold in (0.5, low, 0.9):
                 for request in _requests(threshold):
                     local = await tiny_backend.classify(request)
                     _assert_same(await completions.classify(request), local)
-                    if threshold == 0.3:
-                        assert local.unsafe  # the dev model's scores sit just below 0.5
-        assert server.hits > len(_requests(0.5)) * 3  # forced category requests happened
+                    if threshold == low:
+                        assert local.unsafe
+        # Flagged below the model's own 0.5 (its greedy answer is "safe"), the client asks for
+        # the categories with "unsafe" teacher-forced: one more request each.
+        forced = sum(score < 0.5 for score in scores)
+        assert server.hits == len(scores) * 3 + forced
         async with OpenAICompatibleBackend(
             server.base_url, server.model, mode="chat", send_categories=True
         ) as chat:
