@@ -183,26 +183,36 @@ class PythonScanner:
         self._bindings(node)
 
     def _expression(self, nodes: list[ast.AST]) -> None:
+        gated = self.gate is not None
         for sub in nodes:
-            cls = type(sub)
+            cls = type(sub)  # parsed nodes are never subclassed: dispatch on the exact type
             if cls is ast.Name or cls is ast.Constant:
                 continue
-            if isinstance(sub, ast.Call):
-                if self.gate is None or self._callee_matters(sub.func):
+            if cls is ast.Call:
+                assert isinstance(sub, ast.Call)
+                if not gated or self._callee_matters(sub.func):
                     check_call(self, sub)
-                self._argument_paths(sub)
-            elif isinstance(sub, ast.Attribute):
-                if sub.attr in _INTROSPECTION_HIGH and _climbs_to_object(sub.value):
-                    self.report("INTROSPECTION", sub.lineno, sub.attr)
-                elif sub.attr in _INTROSPECTION_HIGH or sub.attr in _INTROSPECTION_LOW:
-                    self.report("INTROSPECTION", sub.lineno, sub.attr, confidence="low",
+                if sub.args or sub.keywords:
+                    self._argument_paths(sub)
+            elif cls is ast.Attribute:
+                assert isinstance(sub, ast.Attribute)
+                attr = sub.attr
+                if attr in _INTROSPECTION_HIGH and _climbs_to_object(sub.value):
+                    self.report("INTROSPECTION", sub.lineno, attr)
+                elif attr in _INTROSPECTION_HIGH or attr in _INTROSPECTION_LOW:
+                    self.report("INTROSPECTION", sub.lineno, attr, confidence="low",
                                 severity=Severity.MEDIUM)
-            elif isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Mult) and (
-                    self._sequence_like(sub.left) or self._sequence_like(sub.right)):
-                self._huge(sub, sub.left, sub.right)
-            elif isinstance(sub, ast.ListComp) and self._may_be_huge(sub):
-                self._huge(sub)
-            elif isinstance(sub, ast.NamedExpr):
+            elif cls is ast.BinOp:
+                assert isinstance(sub, ast.BinOp)
+                if isinstance(sub.op, ast.Mult) and (
+                        self._sequence_like(sub.left) or self._sequence_like(sub.right)):
+                    self._huge(sub, sub.left, sub.right)
+            elif cls is ast.ListComp:
+                assert isinstance(sub, ast.ListComp)
+                if self._may_be_huge(sub):
+                    self._huge(sub)
+            elif cls is ast.NamedExpr:
+                assert isinstance(sub, ast.NamedExpr)
                 self.scope.bind(sub.target, sub.value, self.scope.taint_of(sub.value))
 
     def _may_replicate(self, node: ast.stmt) -> bool:
@@ -276,7 +286,10 @@ class PythonScanner:
 
     def _argument_paths(self, call: ast.Call) -> None:
         """Any path or URL a call receives is checked for secrets, sockets and metadata hosts."""
-        for arg in list(call.args) + [k.value for k in call.keywords]:
+        args = call.args
+        if call.keywords:
+            args = args + [k.value for k in call.keywords]
+        for arg in args:
             if type(arg) is ast.Constant:
                 value = getattr(arg, "value", None)
                 if not isinstance(value, str) or ("/" not in value and "~" not in value and (
@@ -298,12 +311,18 @@ class PythonScanner:
 
     def _bindings(self, node: ast.stmt) -> None:
         scope = self.scope
-        if isinstance(node, ast.Assign):
+        cls = type(node)
+        if cls is ast.Assign:
+            assert isinstance(node, ast.Assign)
             taint = scope.taint_of(node.value)
             for target in node.targets:
                 self._environment_write(target, node.value, node.lineno)
                 scope.bind(target, node.value, taint)
                 self._remember_file(target, node.value)
+        elif cls is ast.Expr:
+            assert isinstance(node, ast.Expr)
+            if type(node.value) is ast.Call:
+                self._mutation(node.value)
         elif isinstance(node, ast.AnnAssign) and node.value is not None:
             scope.bind(node.target, node.value, scope.taint_of(node.value))
         elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
@@ -321,8 +340,6 @@ class PythonScanner:
                     scope.bind(item.optional_vars, item.context_expr,
                                scope.taint_of(item.context_expr))
                     self._remember_file(item.optional_vars, item.context_expr)
-        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
-            self._mutation(node.value)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             if self._may_replicate(node):
                 check_self_replication(self, node)
