@@ -123,12 +123,22 @@ class Scope:
             if canonical is None:
                 canonical = self._canonical[name] = _canonical(name)
             return canonical
-        if isinstance(node, ast.Attribute):
+        cls = type(node)  # parsed nodes are never subclassed: dispatch on the exact type
+        if cls is ast.Attribute:
+            assert isinstance(node, ast.Attribute)
             base = self.qualname(node.value, depth + 1)
-            return _canonical(f"{base}.{node.attr}") if base else None
-        if isinstance(node, ast.Call):
+            if not base:
+                return None
+            full = f"{base}.{node.attr}"
+            canonical = self._canonical.get(full)
+            if canonical is None:
+                canonical = self._canonical[full] = _canonical(full)
+            return canonical
+        if cls is ast.Call:
+            assert isinstance(node, ast.Call)
             return self._call_qualname(node, depth)
-        if isinstance(node, ast.Subscript):
+        if cls is ast.Subscript:
+            assert isinstance(node, ast.Subscript)
             base = self.qualname(node.value, depth + 1)
             key, hidden = self._computed_name(node.slice)
             if base is None or key is None:
