@@ -56,8 +56,9 @@ def _check_backend(suite: dict[str, Any]) -> None:
     sessions = suite["sessions"]
     assert sessions["checks"] == 4 * sessions["sessions"] > 0
     assert sessions["conversation_hits"] == 2 * sessions["sessions"]
-    assert sessions["backend"]["tokens_per_check"] < ours["tokens_per_check"]
-    assert sessions["tokens_ratio"] == suite["ratios"]["sessions_tokens_per_check"] < 0.5
+    saved = sessions["baseline"]["tokens_per_check"] - sessions["backend"]["tokens_per_check"]
+    assert saved > prefix  # at least the template prefix, and earlier turns on reuse
+    assert sessions["tokens_ratio"] == suite["ratios"]["sessions_tokens_per_check"]
     for entry in [*ours["by_batch"].values(), suite["single_sub_batch"], packing["packed"],
                   packing["padded"]]:
         assert {"throughput_cps", "relative_to_batch_1", "padding_tokens", "sub_batch_limit",

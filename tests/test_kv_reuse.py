@@ -301,11 +301,14 @@ async def test_long_reuse_and_long_prompts_in_one_call_stay_within_the_position_
 ) -> None:
     """A row's reused part and another row's new part must not add up past the prompt limit
     (cache columns past 8192 would change the NoPE layers' scaling and the chunked attention)."""
-    history = Conversation.user("tell me about rivers " * 800)  # ~3,200 tokens, cached
+    def text_of(phrase: str, tokens: int) -> str:  # about `tokens` tokens, whatever tokenizer
+        return phrase * (tokens // len(cached.encoder.encode_text(phrase)))
+
+    history = Conversation.user(text_of("tell me about rivers ", 3200))
     await cached.classify(history)
     assert cached._conversations.tokens > 3000
     follow_up = history.with_assistant("Rivers flow.").with_user("And lakes?")
-    fresh = Conversation.user("describe the ocean floor " * 1300)  # ~5,200 new tokens
+    fresh = Conversation.user(text_of("describe the ocean floor ", 5200))
     requests = [ClassificationRequest.of(follow_up), ClassificationRequest.of(fresh)]
     lengths = [len(cached.prompt_token_ids(r)) for r in requests]
     assert all(n <= cached.max_prompt_tokens for n in lengths)
