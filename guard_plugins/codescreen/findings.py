@@ -125,6 +125,8 @@ class Finding:
 
 def short_ident(text: str, limit: int = _IDENT_LIMIT) -> str:
     """`text` reduced to a short, single-line identifier safe to put in a reason."""
-    flat = "".join(ch if ch.isprintable() else "?" for ch in text.strip())
+    flat = text.strip()
+    if not flat.isprintable():  # the per-character pass only when something must be replaced
+        flat = "".join(ch if ch.isprintable() else "?" for ch in flat)
     flat = " ".join(flat.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
