@@ -304,14 +304,19 @@ async def test_long_reuse_and_long_prompts_in_one_call_stay_within_the_position_
     def text_of(phrase: str, tokens: int) -> str:  # about `tokens` tokens, whatever tokenizer
         return phrase * (tokens // len(cached.encoder.encode_text(phrase)))
 
-    history = Conversation.user(text_of("tell me about rivers ", 3200))
+    history = Conversation.user(text_of("tell me about rivers ", 3000))
     await cached.classify(history)
-    assert cached._conversations.tokens > 3000
+    reused = cached._conversations.tokens
+    assert reused > 2000
     follow_up = history.with_assistant("Rivers flow.").with_user("And lakes?")
-    fresh = Conversation.user(text_of("describe the ocean floor ", 5200))
+    # New tokens that, next to the reused ones, would pass the limit in one padded row.
+    fresh = Conversation.user(
+        text_of("describe the ocean floor ", cached.max_prompt_tokens - reused + 800)
+    )
     requests = [ClassificationRequest.of(follow_up), ClassificationRequest.of(fresh)]
     lengths = [len(cached.prompt_token_ids(r)) for r in requests]
     assert all(n <= cached.max_prompt_tokens for n in lengths)
+    assert reused + lengths[1] > cached.max_prompt_tokens
     cached.stats.reset()
     got = await cached.classify_batch(requests)
     assert cached.stats.conversation_hits == 1
