@@ -301,8 +301,11 @@ async def test_long_reuse_and_long_prompts_in_one_call_stay_within_the_position_
 ) -> None:
     """A row's reused part and another row's new part must not add up past the prompt limit
     (cache columns past 8192 would change the NoPE layers' scaling and the chunked attention)."""
-    def text_of(phrase: str, tokens: int) -> str:  # about `tokens` tokens, whatever tokenizer
-        return phrase * (tokens // len(cached.encoder.encode_text(phrase)))
+    def text_of(phrase: str, tokens: int) -> str:  # at least `tokens` tokens, any tokenizer
+        count = max(tokens // len(cached.encoder.encode_text(phrase)), 1)
+        while len(cached.encoder.encode_text(phrase * count)) < tokens:
+            count += count // 10 + 1
+        return phrase * count
 
     history = Conversation.user(text_of("tell me about rivers ", 3000))
     await cached.classify(history)
@@ -311,7 +314,7 @@ async def test_long_reuse_and_long_prompts_in_one_call_stay_within_the_position_
     follow_up = history.with_assistant("Rivers flow.").with_user("And lakes?")
     # New tokens that, next to the reused ones, would pass the limit in one padded row.
     fresh = Conversation.user(
-        text_of("describe the ocean floor ", cached.max_prompt_tokens - reused + 800)
+        text_of("describe the ocean floor ", cached.max_prompt_tokens - reused + 100)
     )
     requests = [ClassificationRequest.of(follow_up), ClassificationRequest.of(fresh)]
     lengths = [len(cached.prompt_token_ids(r)) for r in requests]
