@@ -20,7 +20,7 @@ import contextlib
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from guard_plugins._sync import portal_loop
@@ -152,6 +152,9 @@ class MicroBatcher:
                     loop.call_soon_threadsafe(self._start_drain, state, loop)
                 else:
                     state.draining = False
+        return self._single(verdicts)
+
+    def _single(self, verdicts: Sequence[Verdict]) -> Verdict:
         if len(verdicts) != 1:
             raise RuntimeError(
                 f"backend {self.backend.name} returned {len(verdicts)} verdicts for 1"
@@ -192,11 +195,7 @@ class MicroBatcher:
                     state.task = loop.create_task(self._drain(state))
                 else:
                     state.draining = False
-        if len(verdicts) != 1:
-            raise RuntimeError(
-                f"backend {self.backend.name} returned {len(verdicts)} verdicts for 1"
-            )
-        return verdicts[0]
+        return self._single(verdicts)
 
     async def _drain(self, state: _LoopState) -> None:
         try:

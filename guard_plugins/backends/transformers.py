@@ -513,6 +513,11 @@ class _CodeConstraint:
         return text
 
 
+def _packed_length(jobs: Sequence[_Job]) -> int:
+    """Upper bound of a packed row's length: every prompt whole, plus ``"\\n\\n"``."""
+    return sum(len(job.encoded.ids) + 1 for job in jobs)
+
+
 def _set_scores(jobs: Sequence[_Job], verdict_logits: Any, rerun: bool = False) -> list[int]:
     """Set each job's score from its (unsafe, safe) logits; return the rows at or over threshold.
 
@@ -876,13 +881,12 @@ class TransformersBackend(Backend):
         )
         groups: list[list[_Job]] = []
         packed = self.packing is True and self._packing_enabled()
-        pack_limit = min(self._limit, PACK_MAX_TOKENS, self.max_batch_tokens)
         for job in text_jobs:
             last = groups[-1] if groups else None
             if last is None or len(last) >= self.max_batch_size:
                 fits = False
             elif packed:  # no padding: any prefixes, any lengths, up to the packed row's limit
-                fits = sum(len(j.encoded.ids) + 1 for j in (*last, job)) <= pack_limit
+                fits = _packed_length([*last, job]) <= self._pack_limit
             else:
                 fits = (
                     last[0].encoded.prefix_key == job.encoded.prefix_key
@@ -921,7 +925,7 @@ class TransformersBackend(Backend):
             key, encoded.ids, encoded.prefix_len + MIN_CONVERSATION_REUSE - 1
         )
         if entry is not None:
-            encoded.reuse, encoded.reuse_len = entry, min(shared, len(encoded.ids))
+            encoded.reuse, encoded.reuse_len = entry, shared
 
     def _usable_prefix(self, prefix: str, ids: Sequence[int]) -> int:
         """Length of `prefix` in tokens if its ids are a true prefix of `ids`, else 0."""
@@ -1022,6 +1026,11 @@ class TransformersBackend(Backend):
         reused = max(job.encoded.reused for job in jobs)
         return reused + max(len(job.encoded.ids) - job.encoded.reused + 1 for job in jobs)
 
+    @property
+    def _pack_limit(self) -> int:
+        """Longest packed row (bounds `_packed_length`)."""
+        return min(self._limit, PACK_MAX_TOKENS, self.max_batch_tokens)
+
     def _packing_enabled(self) -> bool:
         if not self.packing or self._decoder is None:
             return False
@@ -1034,7 +1043,7 @@ class TransformersBackend(Backend):
             return False
         if any(job.encoded.pixel_values is not None for job in jobs):
             return False
-        if sum(len(job.encoded.ids) + 1 for job in jobs) > min(self._limit, PACK_MAX_TOKENS):
+        if _packed_length(jobs) > self._pack_limit:
             return False
         if self.packing == "auto":
             computed = [len(job.encoded.ids) - job.encoded.reused + 1 for job in jobs]

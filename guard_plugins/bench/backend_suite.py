@@ -86,11 +86,10 @@ def _run(ctx: BenchContext) -> dict[str, Any]:
                 f"{', '.join(map(str, ctx.settings.batch_sizes))} and one unbucketed batch")
         throughput = measure_throughput(ctx, driver, [c for _, c in items])
         unsafe_path = measure_unsafe_path(driver, [c for _, c in items[:UNSAFE_SAMPLE]])
-        backend.conversation_cache_tokens = conversation_cache
         checks = ctx.prompts.session_checks()
         ctx.log(f"backend: phase C, {len(checks)} checks of {len(ctx.prompts.sessions)} "
                 "conversations, turn by turn (baseline, backend)")
-        sessions = _phase_sessions(driver, baseline, checks)
+        sessions = _phase_sessions(driver, baseline, checks, conversation_cache)
     finally:
         driver.close()
         baseline.close()  # the backend stays loaded for the guard suite (ctx.close() frees it)
@@ -240,14 +239,13 @@ def _phase_a(
 
 
 def _phase_sessions(
-    driver: Driver, baseline: HFBaseline, checks: Sequence[tuple[int, Conversation]]
+    driver: Driver, baseline: HFBaseline, checks: Sequence[tuple[int, Conversation]], size: int
 ) -> dict[str, Any]:
     """Each session's turns in order through the baseline and the backend (conversation cache
-    on, emptied first), alternating which goes first from session to session."""
+    of `size` positions, started empty), alternating which goes first from session to session."""
     backend = driver.backend
     stats = backend.stats
-    size = int(backend.conversation_cache_tokens)
-    backend.conversation_cache_tokens = 0
+    backend.conversation_cache_tokens = 0  # resizing to 0 empties it
     backend.conversation_cache_tokens = size
     runs: dict[str, list[Run]] = {"baseline": [], "backend": []}
     hits = 0

@@ -42,6 +42,8 @@ SINGLE = "single_sub_batch"
 PADDED = "padded"
 PACKED = "packed"
 _PACKING = {PADDED: False, PACKED: True}
+#: units that make the whole call of the largest size at once
+_WHOLE_CALL = (SINGLE, PADDED, PACKED)
 
 
 def request(conversation: Conversation, threshold: float = SAFE_PATH) -> ClassificationRequest:
@@ -68,7 +70,7 @@ def _run_unit(
     ctx: BenchContext, driver: Driver, unit: str, conversations: Sequence[Conversation]
 ) -> dict[str, Any]:
     backend = driver.backend
-    size = len(conversations) if unit in (SINGLE, PADDED, PACKED) else int(unit)
+    size = len(conversations) if unit in _WHOLE_CALL else int(unit)
     calls = [conversations[i: i + size] for i in range(0, len(conversations), size)]
     saved, packing = backend.max_batch_size, backend.packing
     if unit == SINGLE:
@@ -78,7 +80,7 @@ def _run_unit(
     backend.stats.reset()
     try:
         start = time.perf_counter()
-        phase = f"backend_{unit}" if unit in (SINGLE, PADDED, PACKED) else f"backend_b{unit}"
+        phase = f"backend_{unit}" if unit in _WHOLE_CALL else f"backend_b{unit}"
         with ctx.monitor.phase(phase):
             for call in calls:
                 driver.classify(call)
