@@ -188,6 +188,73 @@ async def test_verdict_only_head_equals_the_full_projection(cached: Any, tiny_ba
         full.close()
 
 
+def test_final_feed_forward_runs_only_where_read_and_changes_nothing_else(
+    tiny_backend: Any,
+) -> None:
+    import threading
+
+    import torch
+
+    from guard_plugins.backends._last_layer import FinalFeedForward
+
+    decoder = tiny_backend._decoder
+    hook = FinalFeedForward(decoder)
+    assert hook.installed
+    mlp = decoder.layers[-1].feed_forward
+    seen: list[int] = []
+    counter = mlp.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    ids = torch.tensor([[200000, *range(1000, 1040)], [200000, *range(2000, 2040)]])
+    try:
+        with torch.inference_mode():
+            plain = decoder(input_ids=ids).last_hidden_state
+            with hook.selected(torch.tensor([40, 7])):
+                restricted = decoder(input_ids=ids).last_hidden_state
+                other_thread: list[Any] = []
+                worker = threading.Thread(
+                    target=lambda: other_thread.append(decoder(input_ids=ids).last_hidden_state))
+                with torch.inference_mode():
+                    worker.start()
+                    worker.join()
+            after = decoder(input_ids=ids).last_hidden_state
+    finally:
+        counter.remove()
+        hook.remove()
+    # hooks run in registration order: ours shrank the restricted call's input before the counter
+    assert seen == [41, 2, 41, 41]  # plain, restricted, other thread, after
+    assert torch.allclose(restricted[:, [40, 7]], plain[:, [40, 7]], atol=1e-5)
+    assert not torch.allclose(restricted[:, 20], plain[:, 20], atol=1e-3)  # really not computed
+    assert torch.equal(other_thread[0], plain)  # another thread's call is untouched
+    assert torch.equal(after, plain)  # nothing is left behind
+    assert not hook.installed
+
+
+def test_final_feed_forward_is_not_installed_on_routed_or_unknown_layers() -> None:
+    import torch
+
+    from guard_plugins.backends._last_layer import FinalFeedForward
+
+    class TextMLP(torch.nn.Linear):
+        pass
+
+    class Layer(torch.nn.Module):
+        def __init__(self, moe: bool) -> None:
+            super().__init__()
+            self.is_moe_layer = moe
+            self.feed_forward = TextMLP(4, 4)
+
+    class Decoder(torch.nn.Module):
+        def __init__(self, moe: bool) -> None:
+            super().__init__()
+            self.layers = torch.nn.ModuleList([Layer(False), Layer(moe)])
+
+    assert FinalFeedForward(Decoder(moe=False)).installed
+    assert not FinalFeedForward(Decoder(moe=True)).installed
+    assert not FinalFeedForward(None).installed
+    plain = Decoder(moe=False)
+    plain.layers[-1].feed_forward = torch.nn.Linear(4, 4)  # not a known row-wise MLP
+    assert not FinalFeedForward(plain).installed
+
+
 async def test_images_are_never_reused_or_stored(cached: Any, uncached: Any) -> None:
     picture = Conversation.user("what is in this picture?", images=[png_bytes(40, 30)])
     first = await cached.classify(picture)

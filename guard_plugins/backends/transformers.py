@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from guard_plugins.backends._kv_reuse import ConversationCache, KVEntry
+from guard_plugins.backends._last_layer import FinalFeedForward
 from guard_plugins.backends.base import Backend, ClassificationRequest
 from guard_plugins.categories import CategorySpec
 from guard_plugins.conversation import AssessedRole, ConversationLike
@@ -542,6 +543,25 @@ def _set_scores(jobs: Sequence[_Job], verdict_logits: Any, rerun: bool = False) 
     return rows
 
 
+def _packed_mask(segments: Sequence[tuple[int, int, int, int]], past: int, dtype: Any) -> Any:
+    """The 4-D additive mask of a packed row.
+
+    `segments` are (first row, end row, first reused column, reused length) per prompt: its
+    rows see its reused columns and, causally, its own columns (after the `past` ones).
+    """
+    torch, _ = _deps()
+    total = segments[-1][1] if segments else 0
+    blocked = torch.finfo(dtype).min
+    mask = torch.full((total, past + total), blocked, dtype=dtype)
+    for start, stop, reused_start, reused in segments:
+        if reused:
+            mask[start:stop, reused_start: reused_start + reused] = 0
+        mask[start:stop, past + start: past + stop] = torch.triu(
+            torch.full((stop - start, stop - start), blocked, dtype=dtype), diagonal=1
+        )
+    return mask[None, None]
+
+
 def _text_parts(model: Any) -> tuple[Any, Any]:
     """The text decoder (embeddings → layers → final norm) and the output head's weight.
 
@@ -697,6 +717,7 @@ class TransformersBackend(Backend):
         self._conversations = ConversationCache(conversation_cache_tokens)
         self._suffix_lengths: dict[AssessedRole, int] = {}
         self._decoder, self._head_weight = _text_parts(model)
+        self._final_feed_forward = FinalFeedForward(self._decoder)
         self._verdict_head: Any = None
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="guard-plugins-transformers"
@@ -810,6 +831,7 @@ class TransformersBackend(Backend):
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
+        self._final_feed_forward.remove()
         self._model = self._decoder = self._head_weight = self._verdict_head = None
         self.clear_cache()
         gc.collect()
@@ -942,9 +964,13 @@ class TransformersBackend(Backend):
             return entry
         torch = self._torch
         cache = self._new_cache()
-        self._forward(
-            input_ids=torch.tensor([list(ids)], device=self.device), past_key_values=cache
-        )
+        input_ids = torch.tensor([list(ids)], device=self.device)
+        if self._decoder is None:
+            self._forward(input_ids=input_ids, past_key_values=cache)
+        else:  # only the keys and values are kept: no position's output is read
+            nothing = torch.empty(0, dtype=torch.long, device=self.device)
+            with torch.inference_mode(), self._final_feed_forward.selected(nothing):
+                self._decoder(input_ids=input_ids, past_key_values=cache, use_cache=True)
         entry = KVEntry(tuple(ids), [(layer.keys, layer.values) for layer in cache.layers])
         self.stats.prefix_misses += 1
         self.stats.forward_passes += 1
@@ -1077,37 +1103,32 @@ class TransformersBackend(Backend):
             for job, (_, length) in zip(jobs, reused, strict=True)
         ]
         total = sum(len(r) for r in rests)
-        blocked = torch.finfo(self.dtype).min
-        mask = torch.full((total, past + total), blocked, dtype=self.dtype)
         ids: list[int] = []
         positions: list[int] = []
         ends: list[int] = []
         layout: list[tuple[int, int, int]] = []
+        segments: list[tuple[int, int, int, int]] = []
         start = 0
         for (entry, length), rest in zip(reused, rests, strict=True):
             size = len(rest)
-            rows = slice(start, start + size)
             offset = offsets[id(entry)] if entry is not None and length else 0
-            if length:
-                mask[rows, offset: offset + length] = 0
-            mask[rows, past + start: past + start + size] = torch.triu(
-                torch.full((size, size), blocked, dtype=self.dtype), diagonal=1
-            )
+            segments.append((start, start + size, offset, length))
             ids += rest
             positions += range(length, length + size)
             layout.append((0, offset, past + start))
             start += size
             ends.append(start - 1)
+        mask_4d = _packed_mask(segments, past, self.dtype).to(self.device)
         kv = [
             (torch.cat([e.kv[layer][0][:, :, :n] for e, n in blocks.values()], dim=2),
              torch.cat([e.kv[layer][1][:, :, :n] for e, n in blocks.values()], dim=2))
             for layer in range(len(next(iter(blocks.values()))[0].kv))
         ] if blocks else []
         cache = self._new_cache(kv)
-        mask_4d = mask[None, None].to(self.device)
         if self._decoder is None:
             raise BackendError("the TransformersBackend is closed")
-        with torch.inference_mode():
+        read = torch.tensor(ends, device=self.device)
+        with torch.inference_mode(), self._final_feed_forward.selected(read):
             hidden = self._decoder(
                 input_ids=torch.tensor([ids], device=self.device),
                 attention_mask={"full_attention": mask_4d, "chunked_attention": mask_4d},
@@ -1202,7 +1223,9 @@ class TransformersBackend(Backend):
         """The decoder's final hidden state at the last position (no vocabulary projection)."""
         if self._decoder is None:
             raise BackendError("the TransformersBackend is closed")
-        with self._torch.inference_mode():
+        torch = self._torch
+        last = torch.tensor([inputs["input_ids"].shape[1] - 1], device=self.device)
+        with torch.inference_mode(), self._final_feed_forward.selected(last):
             return self._decoder(**inputs, use_cache=True).last_hidden_state[:, -1, :]
 
     def _project(self, hidden: Any, token_ids: Sequence[int] | None) -> Any:
