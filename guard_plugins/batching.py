@@ -11,23 +11,31 @@
   for backends that answer without waiting (`Backend.can_classify_inline`): it claims the
   background loop's batcher state exactly as a direct call on that loop does, so callers arriving
   there meanwhile queue up and are drained afterwards.
+- `MicroBatcher.classify_now` is the same idle direct call for an async caller on its own loop:
+  the backend's coroutine is stepped in place (no timeout scope, no extra coroutine layers), and
+  only if it does wait after all does the rest run under the hook's timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
+import types
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Coroutine, Generator, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from guard_plugins._sync import portal_loop
 from guard_plugins.backends.base import Backend, ClassificationRequest
 from guard_plugins.verdict import Verdict
 
 __all__ = ["MicroBatcher", "VerdictCache", "request_key"]
+
+T = TypeVar("T")
 
 
 def request_key(request: ClassificationRequest) -> Hashable:
@@ -154,6 +162,34 @@ class MicroBatcher:
                     state.draining = False
         return self._single(verdicts)
 
+    async def classify_now(
+        self, request: ClassificationRequest, timeout: float | None
+    ) -> Verdict | None:
+        """`submit`'s direct call for a backend that can classify inline, from a caller on its
+        own loop: None when this loop's batcher is busy (then `submit`). The backend's coroutine
+        is stepped here; if it suspends after all, the rest runs within `timeout`, counted from
+        the start (a coroutine that never suspends cannot be timed out by the loop anyway)."""
+        loop = asyncio.get_running_loop()
+        state = self._state(loop)
+        with self._claim:
+            if state.draining or state.pending or state.gathering:
+                return None
+            state.draining = True
+        deadline = None if timeout is None else loop.time() + timeout
+        self.batches += 1
+        self.requests += 1
+        try:
+            coro = self.backend.classify_batch([request])
+            try:
+                first = coro.send(None)
+            except StopIteration as done:
+                verdicts = done.value
+            else:
+                verdicts = await _within(_resume(coro, first), deadline)
+        finally:
+            self._release(state, loop)
+        return self._single(verdicts)
+
     def _single(self, verdicts: Sequence[Verdict]) -> Verdict:
         if len(verdicts) != 1:
             raise RuntimeError(
@@ -190,12 +226,16 @@ class MicroBatcher:
         try:
             verdicts = await self.backend.classify_batch([request])
         finally:
-            with self._claim:
-                if state.pending:
-                    state.task = loop.create_task(self._drain(state))
-                else:
-                    state.draining = False
+            self._release(state, loop)
         return self._single(verdicts)
+
+    def _release(self, state: _LoopState, loop: asyncio.AbstractEventLoop) -> None:
+        """End a direct call: drain the callers that queued meanwhile, or go idle."""
+        with self._claim:
+            if state.pending:
+                state.task = loop.create_task(self._drain(state))
+            else:
+                state.draining = False
 
     async def _drain(self, state: _LoopState) -> None:
         try:
@@ -249,6 +289,43 @@ class MicroBatcher:
             raise
         for (_, futures), verdict in zip(batch, verdicts, strict=True):
             _resolve(futures, verdict)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, T], first: Any) -> Generator[Any, Any, T]:
+    """Await the rest of `coro`, which has already run up to yielding `first`."""
+    yielded = first
+    while True:
+        try:
+            value = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # cancellation goes in where the coroutine waits
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+        else:
+            try:
+                yielded = coro.send(value)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+
+async def _within(awaitable: Any, deadline: float | None) -> Any:
+    if deadline is None:
+        return await awaitable
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout_at(deadline):
+            return await awaitable
+    else:  # pragma: no cover - Python 3.10
+
+        async def rest() -> Any:
+            return await awaitable
+
+        left = deadline - asyncio.get_running_loop().time()
+        return await asyncio.wait_for(rest(), max(left, 0.0))
 
 
 def _resolve(futures: list[asyncio.Future[Verdict]], verdict: Verdict) -> None:

@@ -33,10 +33,10 @@ from langchain_core.runnables.config import (
     set_config_context,
     var_child_runnable_config,
 )
-from langchain_core.runnables.utils import coro_with_context
 from langchain_core.utils.pydantic import TypeBaseModel
 from pydantic import ConfigDict, Field
 
+from guard_plugins_langchain._runs import may_have_handlers, quiet_child_config, run_in_context
 from guard_plugins_langchain._shapes import (
     Check,
     OutputTarget,
@@ -175,12 +175,22 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
 
     # invoke/ainvoke do what `Runnable._call_with_config` does (own run, child config in
     # context) without its per-call signature inspection, a measurable share of a hook's cost.
-    # A step (input / output) calls no child runnable, so it needs no child config in context
-    # (a copied context, and on the async path a task); run-end events go out only when some
-    # handler listens (with none they are no-ops, but the async one costs a shielded task).
+    # A step (input / output) calls no child runnable, so it needs no child config in context;
+    # run-end events go out only when some handler listens (with none they are no-ops, but the
+    # async one costs a shielded task). When no handler can be attached at all
+    # (`may_have_handlers`), the run manager itself is skipped: nobody could observe the run.
+    # The wrapped runnable runs in its child context without a task of its own (`run_in_context`).
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         config = ensure_config(config)
+        wraps = self.bound is not None and self.mode == "wrap"
+        if not may_have_handlers(config):
+            if not wraps:
+                return self._invoke(input, None, config, **kwargs)
+            child = quiet_child_config(config)
+            context = contextvars.copy_context()
+            context.run(var_child_runnable_config.set, child)
+            return context.run(self._invoke, input, None, child, **kwargs)
         run_manager = get_callback_manager_for_config(config).on_chain_start(
             None,
             input,
@@ -189,7 +199,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             run_id=config.pop("run_id", None),
         )
         try:
-            if self.bound is None or self.mode != "wrap":
+            if not wraps:
                 output = self._invoke(input, run_manager, config, **kwargs)
             else:
                 child = patch_config(config, callbacks=run_manager.get_child())
@@ -205,6 +215,14 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         config = ensure_config(config)
+        wraps = self.bound is not None and self.mode == "wrap"
+        if not may_have_handlers(config):
+            if not wraps:
+                return await self._ainvoke(input, None, config, **kwargs)
+            child = quiet_child_config(config)
+            context = contextvars.copy_context()
+            context.run(var_child_runnable_config.set, child)
+            return await run_in_context(self._ainvoke(input, None, child, **kwargs), context)
         run_manager = await get_async_callback_manager_for_config(config).on_chain_start(
             None,
             input,
@@ -213,13 +231,13 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             run_id=config.pop("run_id", None),
         )
         try:
-            if self.bound is None or self.mode != "wrap":
+            if not wraps:
                 output = await self._ainvoke(input, run_manager, config, **kwargs)
             else:
                 child = patch_config(config, callbacks=run_manager.get_child())
                 with _child_context(child, run_manager) as context:
                     coro = self._ainvoke(input, run_manager, child, **kwargs)
-                    output = await coro_with_context(coro, context)
+                    output = await run_in_context(coro, context)
         except BaseException as exc:
             if run_manager.handlers:
                 await run_manager.on_chain_error(exc)
@@ -231,7 +249,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
     def _invoke(
         self,
         value: Any,
-        run_manager: CallbackManagerForChainRun,
+        run_manager: CallbackManagerForChainRun | None,
         child: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
@@ -274,7 +292,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
     async def _ainvoke(
         self,
         value: Any,
-        run_manager: AsyncCallbackManagerForChainRun,
+        run_manager: AsyncCallbackManagerForChainRun | None,
         child: RunnableConfig,
         **kwargs: Any,
     ) -> Any:
@@ -340,7 +358,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
         self,
         output: Any,
         context: Sequence[BaseMessage],
-        run_manager: AsyncCallbackManagerForChainRun,
+        run_manager: AsyncCallbackManagerForChainRun | None,
         *,
         converted: Conversation | None = None,
     ) -> Any:
@@ -373,17 +391,19 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
 
     # -- guard calls (recorded as custom events of this run) ------------------------------------
 
-    def _check(self, check: Check, run_manager: CallbackManagerForChainRun) -> Decision:
+    def _check(self, check: Check, run_manager: CallbackManagerForChainRun | None) -> Decision:
         decision = self.guard.check(check.hook, check.conversation)
         _emit(run_manager, decision)
         return decision
 
-    async def _acheck(self, check: Check, run_manager: AsyncCallbackManagerForChainRun) -> Decision:
+    async def _acheck(
+        self, check: Check, run_manager: AsyncCallbackManagerForChainRun | None
+    ) -> Decision:
         decision = await self.guard.acheck(check.hook, check.conversation)
         await _aemit(run_manager, decision)
         return decision
 
-    def _check_sync(self, run_manager: CallbackManagerForChainRun) -> Any:
+    def _check_sync(self, run_manager: CallbackManagerForChainRun | None) -> Any:
         return lambda check: self._check(check, run_manager)
 
     # -- batch ----------------------------------------------------------------------------------
@@ -704,11 +724,11 @@ def _child_context(
     return contextlib.nullcontext(context)
 
 
-def _emit(run_manager: CallbackManagerForChainRun, decision: Decision) -> None:
-    if run_manager.inheritable_handlers:
+def _emit(run_manager: CallbackManagerForChainRun | None, decision: Decision) -> None:
+    if run_manager is not None and run_manager.inheritable_handlers:
         run_manager.get_child().on_custom_event(DECISION_EVENT, decision.to_dict())
 
 
-async def _aemit(run_manager: AsyncCallbackManagerForChainRun, decision: Decision) -> None:
-    if run_manager.inheritable_handlers:
+async def _aemit(run_manager: AsyncCallbackManagerForChainRun | None, decision: Decision) -> None:
+    if run_manager is not None and run_manager.inheritable_handlers:
         await run_manager.get_child().on_custom_event(DECISION_EVENT, decision.to_dict())

@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from typing import Any
 from uuid import UUID
 
 import pytest
 from guard_plugins import Guard, GuardBlocked, Hook
-from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManager
+from langchain_core.globals import set_debug
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableLambda
-from langchain_core.runnables.config import var_child_runnable_config
+from langchain_core.runnables.config import ensure_config, var_child_runnable_config
+from langchain_core.tracers.context import collect_runs
 
 from guard_plugins_langchain import GuardRunnable
+from guard_plugins_langchain._runs import may_have_handlers, run_in_context
 
 UNSAFE_TEXT = "how do I build a bomb"
 
@@ -118,3 +122,102 @@ async def test_the_wrapped_runnable_still_sees_the_child_config_in_context(
     assert "t" in child_config["tags"]
     assert runs.started[runs.run("bare")][1] == runs.run("Guardedbare")
     assert contextvars.copy_context().get(var_child_runnable_config) is None
+
+
+# -- with nobody listening the run manager is skipped; anything that could listen restores it --
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_configure_hook_tracer_still_records_the_guard_runs(
+    guard: Guard, mode: str
+) -> None:
+    """`collect_runs` attaches its tracer through a configure hook, not through the config: the
+    guard's runs must still be recorded, with their parents."""
+    chain = GuardRunnable.input(guard) | GuardRunnable.wrap(
+        RunnableLambda(lambda value: value, name="echo"), guard
+    )
+    with collect_runs() as collector:
+        assert await call(chain, "hello", None, mode) == "hello"
+    (root,) = collector.traced_runs
+    assert root.name == "RunnableSequence"
+    names = {run.name: run for run in root.child_runs}
+    assert set(names) == {"GuardInput", "Guardedecho"}
+    (inner,) = names["Guardedecho"].child_runs
+    assert inner.name == "echo"
+    assert inner.parent_run_id == names["Guardedecho"].id
+
+
+def test_handlers_are_only_ruled_out_when_nothing_could_attach_one() -> None:
+    assert not may_have_handlers(ensure_config(None))
+    assert may_have_handlers(ensure_config({"callbacks": [Runs()]}))
+    manager = CallbackManager(handlers=[], inheritable_handlers=[Runs()])
+    assert may_have_handlers(ensure_config({"callbacks": manager}))
+    assert not may_have_handlers(ensure_config({"callbacks": CallbackManager(handlers=[])}))
+    with collect_runs():
+        assert may_have_handlers(ensure_config(None))
+    set_debug(True)
+    try:
+        assert may_have_handlers(ensure_config(None))
+    finally:
+        set_debug(False)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_without_handlers_the_wrapped_runnable_is_still_a_child_run(
+    guard: Guard, mode: str
+) -> None:
+    """A handler attached to the wrapped runnable alone sees its run as a child (of a run it was
+    not told about, as without the lean path), its config and tags, and cannot leak context."""
+    runs = Runs()
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="unset")
+
+    def inner(value: str) -> str:
+        marker.set("changed inside")
+        return f"{value}:{var_child_runnable_config.get()['configurable']['thread']}"
+
+    bound = RunnableLambda(inner, name="inner").with_config(callbacks=[runs])
+    wrapped = GuardRunnable.wrap(bound, guard)
+    config: Any = {"configurable": {"thread": 3}, "tags": ["t"], "run_name": "outer"}
+    assert await call(wrapped, "hi", config, mode) == "hi:3"
+    run_id = runs.run("inner")
+    assert runs.started[run_id][1] is not None
+    assert runs.ended[run_id] == "hi:3"
+    assert marker.get() == "unset"
+    with pytest.raises(GuardBlocked):
+        await call(wrapped, UNSAFE_TEXT, config, mode)
+
+
+async def test_run_in_context_passes_results_errors_and_cancellation() -> None:
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="outer")
+    context = contextvars.copy_context()
+    context.run(marker.set, "inner")
+
+    async def seen() -> str:
+        await asyncio.sleep(0)
+        child = asyncio.ensure_future(asyncio.sleep(0, result=marker.get()))
+        return f"{marker.get()}/{await child}"
+
+    assert await run_in_context(seen(), context) == "inner/inner"
+    assert marker.get() == "outer"
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        await run_in_context(fails(), context)
+
+    cleaned: list[str] = []
+
+    async def waits() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            cleaned.append(marker.get())
+
+    task = asyncio.ensure_future(run_in_context(waits(), context))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == ["inner"]
