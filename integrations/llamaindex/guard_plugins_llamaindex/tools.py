@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from guard_plugins import Conversation, Decision, Guard, GuardBlocked, Message
+from guard_plugins import Conversation, Decision, Guard, GuardBlocked, Message, ToolCallPart
 from llama_index.core.tools import AsyncBaseTool, BaseTool, FunctionTool, ToolOutput
 from llama_index.core.tools.types import adapt_to_async_tool
 
@@ -65,6 +66,14 @@ class ToolScope:
 _SCOPE: contextvars.ContextVar[ToolScope | None] = contextvars.ContextVar(
     "guard_plugins_llamaindex_tool_scope", default=None
 )
+
+
+def _presigned(method: Callable[..., Any]) -> Callable[..., Any]:
+    """`method` carrying its own signature. LlamaIndex wraps a tool's ``call`` / ``acall`` in
+    an instrumentation span that binds the arguments with ``inspect.signature`` on every call;
+    a precomputed ``__signature__`` (the same one) is returned at once instead of rebuilt."""
+    method.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+    return method
 
 
 def arguments_key(arguments: Mapping[str, Any] | str) -> str:
@@ -131,6 +140,7 @@ class GuardedTool(FunctionTool):
 
     # -- calls ------------------------------------------------------------------------------
 
+    @_presigned
     def call(self, *args: Any, **kwargs: Any) -> ToolOutput:
         arguments = self._arguments(args, kwargs)
         scope = _SCOPE.get()
@@ -148,6 +158,7 @@ class GuardedTool(FunctionTool):
         decision = record_decision(self.guard.check_tool_result(self.name, text, history), "tool")
         return output if decision.allowed else self._refusal(decision, arguments)
 
+    @_presigned
     async def acall(self, *args: Any, **kwargs: Any) -> ToolOutput:
         arguments = self._arguments(args, kwargs)
         scope = _SCOPE.get()
@@ -207,10 +218,11 @@ class GuardedTool(FunctionTool):
         text = output.content
         if not self.check_output or not text.strip():
             return None
-        from guard_plugins import ToolCallPart
-
-        call = ToolCallPart(self.name, self._for_guard(arguments), language=self.language)
-        return text, (context or Conversation(())).append(Message("assistant", (call,)))
+        call = Message(
+            "assistant",
+            (ToolCallPart(self.name, self._for_guard(arguments), language=self.language),),
+        )
+        return text, context.append(call) if context else Conversation((call,))
 
     async def _screen_output(
         self,

@@ -8,6 +8,10 @@ from typing import Any
 
 import pytest
 from guard_plugins import GuardBlocked, Hook
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.span import SimpleSpan
+from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from llama_index.core.tools import BaseTool, FunctionTool, ToolMetadata, ToolOutput
 from llamaindex_support import CodeInterpreterToolSpec, make_guard
 
@@ -153,6 +157,66 @@ def test_decisions_are_traced(decision_events: list[Any]) -> None:
         ("tool_call", "tool", "<lambda>"),
         ("tool_result", "tool", "<lambda>"),
     ]
+
+
+class Spans(BaseSpanHandler[SimpleSpan]):
+    """Every span opened: its id, parent and bound arguments."""
+
+    opened: list[tuple[str, str | None, dict[str, Any]]] = Field(default_factory=list)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "Spans"
+
+    def new_span(
+        self,
+        id_: str,
+        bound_args: Any,
+        instance: Any = None,
+        parent_span_id: Any = None,
+        tags: Any = None,
+        **kwargs: Any,
+    ) -> SimpleSpan:
+        self.opened.append((id_, parent_span_id, dict(bound_args.arguments)))
+        return SimpleSpan(id_=id_, parent_id=parent_span_id)
+
+    def prepare_to_exit_span(
+        self, id_: str, bound_args: Any, instance: Any = None, result: Any = None, **kwargs: Any
+    ) -> SimpleSpan | None:
+        return None
+
+    def prepare_to_drop_span(
+        self, id_: str, bound_args: Any, instance: Any = None, err: Any = None, **kwargs: Any
+    ) -> SimpleSpan | None:
+        return None
+
+
+@pytest.mark.parametrize("mode", ["call", "acall"])
+async def test_the_guarded_call_is_its_own_span_around_the_tools(
+    decision_events: list[Any], mode: str
+) -> None:
+    """The span LlamaIndex opens for the guarded call (signature precomputed) binds the same
+    arguments as before, and the call's decisions are dispatched inside it."""
+    spans = Spans()
+    root = get_dispatcher()
+    root.add_span_handler(spans)
+    try:
+        guard, _ = make_guard()
+        tool = guard_tool(lambda code: "ok", guard)
+        if mode == "call":
+            assert tool.call(code="print(1)").content == "ok"
+        else:
+            assert (await tool.acall(code="print(1)")).content == "ok"
+    finally:
+        root.span_handlers.remove(spans)
+    guarded = [s for s in spans.opened if s[0].startswith(f"GuardedTool.{mode}-")]
+    ((span_id, _, bound),) = guarded
+    assert bound == {"kwargs": {"code": "print(1)"}}
+    inner = [s for s in spans.opened if s[0].startswith(f"FunctionTool.{mode}-")]
+    assert [parent for _, parent, _ in inner] == [span_id]
+    assert [e.span_id for e in decision_events] == [span_id, span_id]
+    signature = getattr(type(tool), mode).__wrapped__.__signature__
+    assert str(signature) == "(self, *args: 'Any', **kwargs: 'Any') -> 'ToolOutput'"
 
 
 def _index() -> Any:
