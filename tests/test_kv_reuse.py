@@ -338,7 +338,7 @@ def test_store_can_be_resized() -> None:
         cache.resize(-2)
 
 
-async def test_auto_packing_packs_only_sub_batches_that_would_pad_a_lot(tiny_backend: Any) -> None:
+async def test_auto_packing_packs_sub_batches_that_would_pad_a_lot_or_mix_roles(tiny_backend: Any) -> None:
     from guard_plugins.backends.transformers import TransformersBackend
 
     backend = TransformersBackend(
@@ -357,6 +357,14 @@ async def test_auto_packing_packs_only_sub_batches_that_would_pad_a_lot(tiny_bac
         backend.stats.reset()
         await backend.classify_batch(uneven)
         assert backend.stats.padding_tokens == 0 and backend.stats.forward_passes == 1
+        # two roles (two template prefixes) of similar lengths: one packed pass, not one per role
+        mixed = [ClassificationRequest.of(c, threshold=1.0) for c in _turn_by_turn()[:2]]
+        await backend.classify_batch(mixed)  # computes the Agent template prefix
+        backend.stats.reset()
+        got = await backend.classify_batch(mixed)
+        assert backend.stats.forward_passes == 1 and backend.stats.padding_tokens == 0
+        for request, verdict in zip(mixed, got, strict=True):
+            _assert_same(verdict, await backend.classify(request))  # alone: no packing
     finally:
         backend.close()
     with pytest.raises(ValueError, match="packing"):

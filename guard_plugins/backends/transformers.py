@@ -81,9 +81,10 @@ MAX_CATEGORY_TOKENS = 20
 MIN_CONVERSATION_REUSE = 8
 #: longest row of packed prompts (their attention mask is quadratic in it)
 PACK_MAX_TOKENS = 4096
-#: ``packing="auto"`` packs a sub-batch when padding would be more than this share of it: a
-#: packed row attends densely over every prompt in it (torch's SDPA does not skip masked blocks),
-#: which costs more than a little padding does
+#: ``packing="auto"`` packs a sub-batch of one role and category list when padding would be more
+#: than this share of it: a packed row attends densely over every prompt in it (torch's SDPA does
+#: not skip masked blocks), which costs more than a little padding does. A sub-batch mixing roles
+#: or category lists is always packed: padded, each would be a pass of its own
 PACK_WHEN_PADDING = 0.3
 _HUB_KEYS = ("local_files_only", "revision", "token", "cache_dir", "force_download", "subfolder")
 _STRUCTURE = {
@@ -902,19 +903,20 @@ class TransformersBackend(Backend):
             key=lambda j: (j.encoded.prefix_key or "", len(j.encoded.ids) - j.encoded.reused),
         )
         groups: list[list[_Job]] = []
-        packed = self.packing is True and self._packing_enabled()
+        packing = self._packing_enabled() and self.packing
         for job in text_jobs:
             last = groups[-1] if groups else None
             if last is None or len(last) >= self.max_batch_size:
                 fits = False
-            elif packed:  # no padding: any prefixes, any lengths, up to the packed row's limit
-                fits = _packed_length([*last, job]) <= self._pack_limit
             else:
-                fits = (
+                fits = packing is not True and (
                     last[0].encoded.prefix_key == job.encoded.prefix_key
                     and (len(last) + 1) * len(job.encoded.ids) <= self.max_batch_tokens
                     and self._padded_width([*last, job]) <= self._limit
                 )
+                # packed, any prefixes and lengths fit, up to the packed row's limit (with
+                # "auto", a group that mixes roles or category lists is then packed)
+                fits = fits or (bool(packing) and _packed_length([*last, job]) <= self._pack_limit)
             if fits and last is not None:
                 last.append(job)
             else:
@@ -1072,6 +1074,8 @@ class TransformersBackend(Backend):
         if _packed_length(jobs) > self._pack_limit:
             return False
         if self.packing == "auto":
+            if len({job.encoded.prefix_key for job in jobs}) > 1:
+                return True  # padded, each role or category list would be its own pass
             computed = [len(job.encoded.ids) - job.encoded.reused + 1 for job in jobs]
             padded = len(computed) * max(computed)
             return padded - sum(computed) > PACK_WHEN_PADDING * padded
