@@ -27,6 +27,7 @@ from guard_plugins.codescreen import (
     scan,
     scan_tool_call,
 )
+from guard_plugins.codescreen.paths import Access, classify_path
 from guard_plugins.codescreen.rules import rule_table
 from guard_plugins.codescreen.shell_lex import tokenize
 from guard_plugins.errors import ConfigError, GuardError
@@ -238,3 +239,38 @@ def test_lexer_splits_words_like_shlex(text: str) -> None:
         return  # unterminated quote: shlex refuses, the lexer reads to the end
     words = [t.text for t in tokenize(text) if not t.op]
     assert words == expected
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("git status --short", ["git", "status", "--short"]),
+    ("a#b c # a comment", ["a#b", "c"]),  # `#` starts a comment only at a word's start
+    ("x=1#2 'y'z\"w\"v", ["x=1#2", "yzwv"]),
+    ("echo ab$(id)cd", ["echo", "ab\x00cd"]),
+    ("tail\\", ["tail\\"]),  # a backslash at the very end stays
+    ("pre\\ post", ["pre post"]),
+])
+def test_lexer_copies_plain_runs_exactly(text: str, words: list[str]) -> None:
+    assert [t.text for t in tokenize(text) if not t.op] == words
+
+
+@pytest.mark.parametrize("access", list(Access))
+@pytest.mark.parametrize(("path", "concepts"), [
+    ("data/sales.csv", {}),
+    ("https://api.github.com/repos/python/cpython", {}),
+    ("run/docker.sock", {"any": ["CONTAINER-ESCAPE"]}),
+    ("x/proc/1/root/etc", {"any": ["CONTAINER-ESCAPE"]}),
+    ("cgroup/notify_on_release", {"write": ["CONTAINER-ESCAPE"], "delete": ["CONTAINER-ESCAPE"],
+                                  "delete_tree": ["CONTAINER-ESCAPE"]}),
+    ("http://169.254.169.254/latest/meta-data", {"any": ["CLOUD-METADATA"]}),
+    ("\x00/docker.sock?h=metadata.google.internal",
+     {"any": ["CONTAINER-ESCAPE", "CLOUD-METADATA"]}),
+    ("lib/python3/site-packages/evil.pth", {"write": ["PERSISTENCE"]}),
+    ("usercustomize.py", {"write": ["PERSISTENCE"]}),
+])
+def test_relative_paths_meet_only_the_rules_that_match_anywhere(
+        path: str, concepts: dict[str, list[str]], access: Access) -> None:
+    """Paths not under / or ~ take a short cut in `classify_path`; these are its expectations."""
+    expected = concepts.get("any", []) + concepts.get(access.value, [])
+    hits = classify_path(path, access)
+    assert [concept for concept, _ in hits] == expected
+    assert all(ident == path.replace("\x00", "*") for _, ident in hits)

@@ -68,6 +68,8 @@ _ESCAPE_MARKERS = (
     "/proc/1/cwd", "release_agent", "/proc/sys/kernel/core_pattern",
 )
 _ESCAPE_WRITE_MARKERS = ("notify_on_release",)
+_ESCAPE = re.compile("|".join(map(re.escape, _ESCAPE_MARKERS)))
+_ESCAPE_WRITE = re.compile("|".join(map(re.escape, _ESCAPE_WRITE_MARKERS)))
 _KERNEL_ANY = ("/dev/mem", "/dev/kmem", "/dev/port", "/proc/kcore")
 _SECURITY_TUNABLES = (
     "/proc/sys/kernel/randomize_va_space", "/sys/fs/selinux/enforce",
@@ -162,8 +164,10 @@ def classify_path(raw: str, access: Access) -> list[tuple[str, str]]:
     path = normalize(raw)
     if not path:
         return []
-    hits: list[tuple[str, str]] = []
     writes = access is not Access.READ
+    if path[0] not in "/~":
+        return _classify_relative(path, access, writes)
+    hits: list[tuple[str, str]] = []
     home = home_relative(path)
     ident = path.replace(UNKNOWN, "*")
 
@@ -182,9 +186,7 @@ def classify_path(raw: str, access: Access) -> list[tuple[str, str]]:
         hit("CREDENTIAL-ACCESS")
     if pid_file and pid_file.group(1) == "mem" and writes and "/proc/self/" not in path:
         hit("PTRACE")
-    if any(m in path for m in _ESCAPE_MARKERS) or (writes and any(
-        m in path for m in _ESCAPE_WRITE_MARKERS
-    )):
+    if _ESCAPE.search(path) or (writes and _ESCAPE_WRITE.search(path)):
         hit("CONTAINER-ESCAPE")
     if path.startswith(_KERNEL_ANY) or (writes and path.startswith("/proc/sysrq-trigger")):
         hit("KERNEL")
@@ -213,6 +215,25 @@ def classify_path(raw: str, access: Access) -> list[tuple[str, str]]:
     if _is_forensic(path, home):
         hit("ANTI-FORENSICS")
     return hits
+
+
+def _classify_relative(path: str, access: Access, writes: bool) -> list[tuple[str, str]]:
+    """`classify_path` for a path not under ``/`` or ``~`` (a relative path, a URL).
+
+    Every other rule matches a prefix starting with ``/`` or a home directory, so only the
+    markers found anywhere in a path, metadata hosts and Python start-up files can apply.
+    """
+    concepts: list[str] = []
+    if _ESCAPE.search(path) or (writes and _ESCAPE_WRITE.search(path)):
+        concepts.append("CONTAINER-ESCAPE")
+    if find_metadata_host(path):
+        concepts.append("CLOUD-METADATA")
+    if writes and access is Access.WRITE and _PY_PERSISTENCE.search(path):
+        concepts.append("PERSISTENCE")
+    if not concepts:
+        return []
+    ident = path.replace(UNKNOWN, "*")
+    return [(concept, ident) for concept in concepts]
 
 
 def _classify_delete(path: str, home: str | None, access: Access,

@@ -141,7 +141,11 @@ class Gate:
     def header(self, node: ast.stmt) -> tuple[list[str], bool]:
         """Words of the statement's own expressions (a compound statement's header), and hot."""
         if type(node) not in _COMPOUND:
-            return self.words(node.lineno, node.end_lineno or node.lineno)
+            first = node.lineno
+            if node.end_lineno == first and 0 < first <= len(self._text_lines):
+                # most statements: one line, memoised
+                return self._lines.get(first - 1) or self._line(first - 1)
+            return self.words(first, node.end_lineno or first)
         first = node.lineno
         decorators = getattr(node, "decorator_list", None)
         if decorators:

@@ -45,6 +45,8 @@ INPUT_SOURCES = frozenset({"input", "raw_input", "sys.stdin.read", "sys.stdin.re
 _ENV_SAFE_ATTRS = frozenset({"get", "setdefault", "pop", "__getitem__", "__contains__", "update",
                              "clear", "putenv", "unsetenv", "__setitem__", "__delitem__"})
 _HOME_SOURCES = frozenset({"pathlib.Path.home", "os.path.expanduser"})
+_PATH_JOINS = frozenset({"os.path.join", "pathlib.Path", "pathlib.PurePath", "os.path.expanduser",
+                         "os.path.abspath", "os.path.realpath"})
 _REFERENCES = (ast.Name, ast.Attribute, ast.Call, ast.Subscript)
 _FOLDABLE = {ast.Constant, ast.Name, ast.JoinedStr, ast.BinOp, ast.UnaryOp, ast.Tuple, ast.List,
              ast.Subscript, ast.ListComp, ast.GeneratorExp, ast.Call}
@@ -227,7 +229,8 @@ class Scope:
                 resolved = self.qualname(value)
             if cls in _FOLDABLE:
                 constant = self.ev.value(value)
-            if constant is UNKNOWN and cls in _PARTIAL:
+            if constant is UNKNOWN and cls in _PARTIAL and (
+                    not isinstance(value, ast.Call) or self._partial_call(value)):
                 partial = self.partial_text(value)
                 constant = UNKNOWN if partial is None else partial
         for table in (self.aliases, self.consts, self.taints):
@@ -238,6 +241,11 @@ class Scope:
             self.consts[name] = constant
         if taint:
             self.taints[name] = taint
+
+    def _partial_call(self, node: ast.Call) -> bool:
+        """Can `_partial` make text of this call whose value is unknown? Only a path builder."""
+        func = self.qualname(node.func) or ""
+        return func in _HOME_SOURCES or func in _PATH_JOINS
 
     def partial_text(self, node: ast.expr) -> str | None:
         """A string with `paths.UNKNOWN` where parts cannot be resolved, if any part is known."""
@@ -270,8 +278,7 @@ class Scope:
             func = self.qualname(node.func) or ""
             if (func in _HOME_SOURCES and not node.args) or func == "pathlib.Path.home":
                 return "~"
-            if func in ("os.path.join", "pathlib.Path", "pathlib.PurePath", "os.path.expanduser",
-                        "os.path.abspath", "os.path.realpath") and node.args:
+            if func in _PATH_JOINS and node.args:
                 parts = [self._partial(a, depth + 1) or UNKNOWN_TEXT for a in node.args]
                 return "/".join(p.rstrip("/") if i < len(parts) - 1 else p
                                 for i, p in enumerate(parts))

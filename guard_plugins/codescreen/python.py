@@ -51,6 +51,7 @@ _SEQUENCE_NODES = (ast.List, ast.Tuple, ast.ListComp)
 _FULL, _BIND, _SKIP = 0, 1, 2  # analyse every check / record bindings only / nothing to do
 _BINDERS = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.With, ast.AsyncWith)
 _LOOPS = frozenset({ast.While, ast.For, ast.AsyncFor})
+_FUNCTIONS = frozenset({ast.FunctionDef, ast.AsyncFunctionDef})
 _COMPOUND = frozenset({ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith, ast.Try,
                        ast.TryStar, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
                        ast.Match})
@@ -106,15 +107,17 @@ class PythonScanner:
                 mode = _FULL
             else:
                 words, hot = gate.header(node)
-                mode = self._mode(node, words, hot)
-                self._statement(node, mode, words)
+                mode = _FULL if hot else self._mode(node, words, hot)
+                if mode != _SKIP or cls in _FUNCTIONS:
+                    self._statement(node, mode, words)
             if cls not in _COMPOUND:
                 continue
             if mode == _FULL and cls in _LOOPS:
                 stack.append((node, True, guarded))
             inner = guarded or (cls is ast.Try and bool(getattr(node, "handlers", None)))
-            stack.extend((child, False, inner)
-                         for child in reversed(list(_child_statements(node))))
+            children = _child_statements(node)
+            children.reverse()
+            stack.extend([(child, False, inner) for child in children])
         self._finish()
 
     def _mode(self, node: ast.stmt, words: list[str], hot: bool) -> int:
@@ -415,16 +418,19 @@ def _climbs_to_object(node: ast.expr) -> bool:
     return False
 
 
-def _child_statements(node: ast.stmt) -> Iterator[ast.stmt]:
+def _child_statements(node: ast.stmt) -> list[ast.stmt]:
+    """The statements directly inside `node` (handler and case bodies included), in order."""
+    out: list[ast.stmt] = []
     for field in _BODY_FIELDS:
         value = getattr(node, field, None)
         if not value:
             continue
         for item in value:
             if isinstance(item, ast.stmt):
-                yield item
+                out.append(item)
             elif isinstance(item, (ast.ExceptHandler, ast.match_case)):
-                yield from item.body
+                out.extend(item.body)
+    return out
 
 
 def _own_fields(cls: type) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ The lexer never raises: unterminated quotes and substitutions run to the end of 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from guard_plugins.codescreen.paths import UNKNOWN
@@ -21,6 +22,9 @@ _OPERATORS = (
     "&>>", "<<<", "<<-", "&&", "||", ";;", "|&", ">>", ">|", ">&", "&>", "<&", "<>", "<<",
     ";", "&", "|", "(", ")", "<", ">",
 )
+# A run of characters the lexer copies one by one into the current word (no quote, escape,
+# substitution, operator, blank or comment start): copied in one step instead.
+_PLAIN = re.compile(r"[^\\ \t\r\n#'\"$`;&|()<>]+")
 _ANSI_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "e": "\x1b",
                  "f": "\f", "v": "\v", "\\": "\\", "'": "'", '"': '"', "?": "?"}
 
@@ -82,6 +86,7 @@ class _Lexer:
 
     def run(self) -> list[Token]:
         s = self.s
+        plain = _PLAIN.match
         while self.i < self.n:
             c = s[self.i]
             if c == "\\" and self.i + 1 < self.n:
@@ -131,8 +136,13 @@ class _Lexer:
                 self._operator()
             else:
                 self._start_word()
-                self.buf.append(c)
-                self.i += 1
+                run = plain(s, self.i)
+                if run is None:  # `#` inside a word
+                    self.buf.append(c)
+                    self.i += 1
+                else:
+                    self.buf.append(run.group())
+                    self.i = run.end()
         self._end_word()
         return self.tokens
 
