@@ -203,7 +203,10 @@ def test_final_feed_forward_runs_only_where_read_and_changes_nothing_else(
     mlp = decoder.layers[-1].feed_forward
     seen: list[int] = []
     counter = mlp.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
-    ids = torch.tensor([[200000, *range(1000, 1040)], [200000, *range(2000, 2040)]])
+    def forty_one(text: str) -> list[int]:  # ids of whichever tokenizer the dev model has
+        return (tiny_backend.encoder.encode_text(text * 41))[:41]
+
+    ids = torch.tensor([forty_one("a quiet garden "), forty_one("rain on the window ")])
     try:
         with torch.inference_mode():
             plain = decoder(input_ids=ids).last_hidden_state
@@ -369,6 +372,61 @@ async def test_auto_packing_packs_sub_batches_that_would_pad_a_lot_or_mix_roles(
         backend.close()
     with pytest.raises(ValueError, match="packing"):
         TransformersBackend(tiny_backend._model, tiny_backend.encoder, packing="sometimes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("packing", ["auto", True, False])
+async def test_no_padded_pass_exceeds_max_batch_tokens(tiny_backend: Any, packing: Any) -> None:
+    """Groups formed for packing, and the padded re-run of flagged packed prompts, are split
+    when padded they would exceed the token budget."""
+    from guard_plugins.backends.transformers import TransformersBackend
+
+    texts = ["a", "b", "c", "word " * 250]
+    lengths = [len(tiny_backend.prompt_token_ids(ClassificationRequest.of(t))) for t in texts]
+    budget = sum(n + 1 for n in lengths) + 2  # a packed row fits, the padded 4 × longest not
+    assert 4 * (max(lengths) + 1) > budget
+    backend = TransformersBackend(
+        tiny_backend._model, tiny_backend.encoder, max_batch_tokens=budget, packing=packing,
+        conversation_cache_tokens=0,
+    )
+    padded_passes: list[int] = []
+    last_hidden = backend._last_hidden
+
+    def spy(**inputs: Any) -> Any:
+        rows, width = inputs["input_ids"].shape
+        if width > 2:  # a scoring pass, not a category decoding step
+            padded_passes.append(rows * inputs["attention_mask"].shape[1])
+        return last_hidden(**inputs)
+
+    backend._last_hidden = spy  # type: ignore[method-assign]
+    try:
+        await backend.classify("warm the prefix", threshold=1.0)
+        for threshold in (1.0, 1e-9):  # safe path; flagged: packed, then re-run padded
+            padded_passes.clear()
+            verdicts = await backend.classify_batch(
+                [ClassificationRequest.of(t, threshold=threshold) for t in texts])
+            assert len(verdicts) == 4 and all(v.safe == (threshold == 1.0) for v in verdicts)
+            assert max(padded_passes, default=0) <= budget
+            if packing is False or threshold < 1.0:  # padded throughout, or the re-run
+                assert len(padded_passes) >= 2  # split: one pass would not fit
+    finally:
+        backend.close()
+
+
+def test_hooks_leave_the_model_with_the_backend(tiny_backend: Any) -> None:
+    import gc
+
+    from guard_plugins.backends.transformers import TransformersBackend
+
+    feed_forward = tiny_backend._decoder.layers[-1].feed_forward
+    before = len(feed_forward._forward_hooks), len(feed_forward._forward_pre_hooks)
+    for _ in range(3):
+        TransformersBackend(tiny_backend._model, tiny_backend.encoder)  # dropped, never closed
+    gc.collect()
+    assert (len(feed_forward._forward_hooks), len(feed_forward._forward_pre_hooks)) == before
+    closed = TransformersBackend(tiny_backend._model, tiny_backend.encoder)
+    assert len(feed_forward._forward_hooks) == before[0] + 1
+    closed.close()
+    assert len(feed_forward._forward_hooks) == before[0]
 
 
 async def test_long_reuse_and_long_prompts_in_one_call_stay_within_the_position_limit(

@@ -33,6 +33,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -719,6 +720,8 @@ class TransformersBackend(Backend):
         self._suffix_lengths: dict[AssessedRole, int] = {}
         self._decoder, self._head_weight = _text_parts(model)
         self._final_feed_forward = FinalFeedForward(self._decoder)
+        # the hooks stay on a caller's model otherwise: take them off when this backend goes
+        self._remove_hooks = weakref.finalize(self, self._final_feed_forward.remove)
         self._verdict_head: Any = None
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="guard-plugins-transformers"
@@ -832,7 +835,7 @@ class TransformersBackend(Backend):
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
-        self._final_feed_forward.remove()
+        self._remove_hooks()
         self._model = self._decoder = self._head_weight = self._verdict_head = None
         self.clear_cache()
         gc.collect()
@@ -911,8 +914,7 @@ class TransformersBackend(Backend):
             else:
                 fits = packing is not True and (
                     last[0].encoded.prefix_key == job.encoded.prefix_key
-                    and (len(last) + 1) * len(job.encoded.ids) <= self.max_batch_tokens
-                    and self._padded_width([*last, job]) <= self._limit
+                    and self._padded_fits([*last, job])
                 )
                 # packed, any prefixes and lengths fit, up to the packed row's limit (with
                 # "auto", a group that mixes roles or category lists is then packed)
@@ -989,9 +991,12 @@ class TransformersBackend(Backend):
             if flagged:  # rare: rerun padded, whose per-row cache category decoding continues
                 self._score(flagged, decode_all=True)
             return
-        if len(jobs) > 1 and self._padded_width(jobs) > self._limit:
-            for job in jobs:  # one at a time, each within its own prompt length
-                self._score([job], decode_all)
+        if len(jobs) > 1 and not self._padded_fits(jobs):
+            # (a group formed for packing, or its flagged re-run) halves, each within its own
+            # prompt length and the token budget; one prompt alone always fits its own length
+            middle = len(jobs) // 2
+            self._score(jobs[:middle], decode_all)
+            self._score(jobs[middle:], decode_all)
             return
         torch = self._torch
         first = jobs[0].encoded
@@ -1053,6 +1058,12 @@ class TransformersBackend(Backend):
         """
         reused = max(job.encoded.reused for job in jobs)
         return reused + max(len(job.encoded.ids) - job.encoded.reused + 1 for job in jobs)
+
+    def _padded_fits(self, jobs: Sequence[_Job]) -> bool:
+        """Whether `jobs` can run as one padded pass: width within the prompt limit, rows ×
+        width within `max_batch_tokens`."""
+        width = self._padded_width(jobs)
+        return width <= self._limit and len(jobs) * width <= self.max_batch_tokens
 
     @property
     def _pack_limit(self) -> int:
