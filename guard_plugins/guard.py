@@ -165,8 +165,7 @@ class Guard:
     ) -> Decision:
         """Check a tool call before it runs: `arguments` a dict, or a string of code."""
         call = _tool_call(tool_name, arguments, language)
-        context = _context(conversation)
-        conv = context.append(Message("assistant", (call,)))
+        conv = _then(conversation, Message("assistant", (call,)))
         return await self._check(
             Hook.TOOL_CALL, conv, tool_name=tool_name, call=call, arguments=arguments
         )
@@ -176,7 +175,7 @@ class Guard:
     ) -> Decision:
         """Check what a tool returned before the model sees it."""
         text = result if isinstance(result, str) else _stringify(result)
-        conv = _context(conversation).append(Message.tool(text, name=tool_name))
+        conv = _then(conversation, Message.tool(text, name=tool_name))
         return await self._check(Hook.TOOL_RESULT, conv, tool_name=tool_name)
 
     async def acheck(self, hook: Hook | str, conversation: ConversationLike) -> Decision:
@@ -209,7 +208,7 @@ class Guard:
         language: str | None = None,
     ) -> Decision:
         call = _tool_call(tool_name, arguments, language)
-        conv = _context(conversation).append(Message("assistant", (call,)))
+        conv = _then(conversation, Message("assistant", (call,)))
         return self._check_sync(
             Hook.TOOL_CALL,
             conv,
@@ -223,7 +222,7 @@ class Guard:
         self, tool_name: str, result: Any, conversation: ConversationLike | None = None
     ) -> Decision:
         text = result if isinstance(result, str) else _stringify(result)
-        conv = _context(conversation).append(Message.tool(text, name=tool_name))
+        conv = _then(conversation, Message.tool(text, name=tool_name))
         return self._check_sync(Hook.TOOL_RESULT, conv, "acheck_tool_result()", tool_name=tool_name)
 
     def check(self, hook: Hook | str, conversation: ConversationLike) -> Decision:
@@ -660,10 +659,11 @@ def _tool_call(
     )
 
 
-def _context(conversation: ConversationLike | None) -> Conversation:
+def _then(conversation: ConversationLike | None, message: Message) -> Conversation:
+    """`conversation` (none: empty) followed by `message`."""
     if conversation is None:
-        return Conversation(())
-    return Conversation.of(conversation)
+        return Conversation((message,))
+    return Conversation.of(conversation).append(message)
 
 
 def _stringify(result: Any) -> str:

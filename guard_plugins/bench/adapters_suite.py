@@ -3,14 +3,15 @@
 ``core``: one `Guard` call per hook over `FunctionBackend(lambda c: "safe")` (no delay), verdict
 cache off, so each call runs the whole pipeline — conversation fitting, prompt rendering and
 neutralisation, the micro-batcher, verdict parsing, policy, audit. Also: a cache hit, and the
-sync wrapper (which hands the coroutine to the shared background loop).
+sync method (run in the caller's thread: this backend never waits).
 
 ``langchain`` / ``llamaindex``: the integration packages' overhead over the same unguarded
 object, when they can be imported (installed, or from this repository's ``integrations/``
 checkout); otherwise skipped with a note. Guarded and unguarded calls alternate, so machine-load
 drift hits both alike; the overhead is the median (and 99th percentile) of the per-pair
 differences, also divided by the number of hooks a call checks. Times are per call, in
-microseconds.
+microseconds. ``reference_*`` rows guard nothing: an unguarded `RunnableLambda` added to a
+sequence the way the input step is, i.e. what LangChain's own plumbing costs for such a step.
 """
 
 from __future__ import annotations
@@ -177,6 +178,10 @@ def _langchain(iterations: int) -> dict[str, Any]:
     new_sequence = identity | step
     chain = identity | after
     guarded_chain = identity | step | after
+    # LangChain's own cost of a step added the same way, unguarded: a RunnableLambda identity.
+    lam: RunnableLambda[str, str] = RunnableLambda(lambda text: text)
+    lambda_sequence = identity | lam
+    lambda_chain = identity | lam | after
     reply = AIMessage(REPLY_TEXT)
     middleware = module.LlamaGuardMiddleware(guard)
     before: Any = {"messages": [HumanMessage(USER_TEXT)]}
@@ -225,6 +230,18 @@ def _langchain(iterations: int) -> dict[str, Any]:
             iterations,
             1,
         ),
+        "reference_lambda_step_invoke": _paired(
+            lambda: lambda_sequence.invoke(USER_TEXT),
+            lambda: identity.invoke(USER_TEXT),
+            iterations,
+            1,
+        ),
+        "reference_lambda_step_in_chain_invoke": _paired(
+            lambda: lambda_chain.invoke(USER_TEXT),
+            lambda: chain.invoke(USER_TEXT),
+            iterations,
+            1,
+        ),
         "input_step_alone_invoke": _paired(lambda: step.invoke(USER_TEXT), _nothing, iterations, 1),
         "output_step_alone_invoke": _paired(
             lambda: out_step.invoke(reply), _nothing, iterations, 1
@@ -248,6 +265,8 @@ def _langchain(iterations: int) -> dict[str, Any]:
         " hook: nothing. wrap and the callback handler check input and output (2 hooks);"
         " input_step_invoke adds a sequence (identity | step vs identity);"
         " input_step_in_chain_invoke inserts the step into an existing sequence;"
+        " reference_lambda_step_*: no guard, an unguarded RunnableLambda identity added the same"
+        " way (LangChain's own cost of such a step, for comparison);"
         " guard_tool_invoke includes the static code screen"
     )
     return result

@@ -8,9 +8,11 @@ the same guard check made directly, and reports per hook, at the median and the 
   run, enforcement).
 
 The backend answers "safe" at once and the verdict cache is off. With such a backend (it never
-waits) the core's sync methods run in the caller's thread; with a model or HTTP backend they
-hand the classification to the guard's background loop. Numbers scale with machine load: the
-load average is printed.
+waits) the core's sync methods run in the caller's thread, and its async methods call it
+directly on the caller's loop; with a model or HTTP backend the sync methods hand the
+classification to the guard's background loop. The "unguarded" rows add a plain
+`RunnableLambda` where the guard step goes: LangChain's own per-step cost, for comparison.
+Numbers scale with machine load: the load average is printed.
 
     python integrations/langchain/benchmarks/overhead.py [--n 2000]
 """
@@ -113,6 +115,10 @@ def main() -> None:
     question = "How do I bake sourdough bread at home?"
     step_in = GuardRunnable.input(guard)
     step_out = GuardRunnable.output(guard)
+    after: Runnable[Any, Any] = RunnableLambda(lambda value: value)
+    lam: Runnable[Any, Any] = RunnableLambda(lambda value: value)  # an unguarded step
+    chain, guarded_chain, lambda_chain = echo | after, echo | step_in | after, echo | lam | after
+    sequence, lambda_sequence = echo | step_in, echo | lam
     wrapped = GuardRunnable.wrap(echo, guard)
     middleware = LlamaGuardMiddleware(guard)
     state: Any = {"messages": [HumanMessage(question)]}
@@ -130,6 +136,9 @@ def main() -> None:
     handler = LlamaGuardCallbackHandler(guard)
     traced: Any = {"callbacks": [handler]}
     answer = [HumanMessage(question), reply]
+
+    def _none() -> Any:
+        return None
 
     def check_in() -> Any:
         return guard.check_input(question)
@@ -164,6 +173,32 @@ def main() -> None:
             "GuardRunnable.input (ainvoke)",
             1,
             _apaired(lambda: step_in.ainvoke(question), lambda: asyncio.sleep(0), acheck_in, n),
+        ),
+        _row(
+            "echo | GuardRunnable.input vs echo",
+            1,
+            _paired(lambda: sequence.invoke(question), lambda: echo.invoke(question), check_in, n),
+        ),
+        _row(
+            "  unguarded: echo | RunnableLambda vs echo",
+            1,
+            _paired(
+                lambda: lambda_sequence.invoke(question), lambda: echo.invoke(question), _none, n
+            ),
+        ),
+        _row(
+            "GuardRunnable.input inserted in a sequence",
+            1,
+            _paired(
+                lambda: guarded_chain.invoke(question), lambda: chain.invoke(question), check_in, n
+            ),
+        ),
+        _row(
+            "  unguarded: RunnableLambda inserted",
+            1,
+            _paired(
+                lambda: lambda_chain.invoke(question), lambda: chain.invoke(question), _none, n
+            ),
         ),
         _row(
             "GuardRunnable.output (invoke)",
@@ -227,7 +262,8 @@ def main() -> None:
     print(
         f"\nµs per hook over the unguarded call (interleaved pairs, n={n}, zero-latency backend,"
         f" cache off, load average {load:.1f}). total: adapter + guard core; adapter: total minus"
-        " the same guard check called directly"
+        " the same guard check called directly. The 'unguarded' rows guard nothing: they are"
+        " LangChain's own cost of a step added the same way (the row above includes it too)"
     )
 
 
