@@ -20,22 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import threading
-import types
 import weakref
 from collections import OrderedDict
-from collections.abc import Coroutine, Generator, Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
+from guard_plugins._await import drive, within_deadline
 from guard_plugins._sync import portal_loop
 from guard_plugins.backends.base import Backend, ClassificationRequest
 from guard_plugins.verdict import Verdict
 
 __all__ = ["MicroBatcher", "VerdictCache", "request_key"]
-
-T = TypeVar("T")
 
 
 def request_key(request: ClassificationRequest) -> Hashable:
@@ -185,7 +181,7 @@ class MicroBatcher:
             except StopIteration as done:
                 verdicts = done.value
             else:
-                verdicts = await _within(_resume(coro, first), deadline)
+                verdicts = await within_deadline(drive(coro, started=first), deadline)
         finally:
             self._release(state, loop)
         return self._single(verdicts)
@@ -289,43 +285,6 @@ class MicroBatcher:
             raise
         for (_, futures), verdict in zip(batch, verdicts, strict=True):
             _resolve(futures, verdict)
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, T], first: Any) -> Generator[Any, Any, T]:
-    """Await the rest of `coro`, which has already run up to yielding `first`."""
-    yielded = first
-    while True:
-        try:
-            value = yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:  # cancellation goes in where the coroutine waits
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-        else:
-            try:
-                yielded = coro.send(value)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-
-
-async def _within(awaitable: Any, deadline: float | None) -> Any:
-    if deadline is None:
-        return await awaitable
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout_at(deadline):
-            return await awaitable
-    else:  # pragma: no cover - Python 3.10
-
-        async def rest() -> Any:
-            return await awaitable
-
-        left = deadline - asyncio.get_running_loop().time()
-        return await asyncio.wait_for(rest(), max(left, 0.0))
 
 
 def _resolve(futures: list[asyncio.Future[Verdict]], verdict: Verdict) -> None:

@@ -22,13 +22,13 @@ import asyncio
 import inspect
 import logging
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from guard_plugins._await import within_deadline
 from guard_plugins._sync import on_portal_thread, run_sync
 from guard_plugins.audit import AuditSink, build_event, emit, otel_span, wanted
 from guard_plugins.backends.base import Backend, ClassificationRequest
@@ -459,13 +459,8 @@ class Guard:
                 await asyncio.gather(*(one(r, i >= missed) for i, r in enumerate(requests)))
             )
 
-        if timeout is None:
-            results = await all_()
-        elif sys.version_info >= (3, 11):
-            async with asyncio.timeout(timeout):
-                results = await all_()
-        else:  # pragma: no cover - Python 3.10
-            results = await asyncio.wait_for(all_(), timeout)
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        results = await within_deadline(all_(), deadline)
         return [v for v, _ in results], all(c for _, c in results)
 
     def _classify_all_sync(

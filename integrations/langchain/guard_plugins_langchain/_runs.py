@@ -17,12 +17,12 @@ config; its context changes stay inside), without a task and the extra event-loo
 from __future__ import annotations
 
 import os
-import types
 import uuid
-from collections.abc import Coroutine, Generator
+from collections.abc import Awaitable, Coroutine
 from contextvars import Context
 from typing import Any, TypeVar
 
+from guard_plugins._await import drive
 from langchain_core.callbacks import BaseCallbackManager, CallbackManager
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import patch_config
@@ -82,28 +82,6 @@ def quiet_child_config(config: RunnableConfig) -> RunnableConfig:
     return patch_config(config, callbacks=CallbackManager(handlers=[], parent_run_id=run_id))
 
 
-@types.coroutine
-def run_in_context(coro: Coroutine[Any, Any, T], context: Context) -> Generator[Any, Any, T]:
+def run_in_context(coro: Coroutine[Any, Any, T], context: Context) -> Awaitable[T]:
     """Await `coro`, running each of its steps in `context` (see the module docstring)."""
-    send, throw = coro.send, coro.throw
-    value: Any = None
-    error: BaseException | None = None
-    try:
-        while True:
-            try:
-                if error is None:  # noqa: SIM108 - two calls, one per branch
-                    yielded = context.run(send, value)
-                else:
-                    yielded = context.run(throw, error)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            error = None
-            try:
-                value = yield yielded
-            except GeneratorExit:
-                raise
-            except BaseException as exc:  # cancellation and errors go in where they came out
-                value, error = None, exc
-    finally:
-        if getattr(coro, "cr_frame", None) is not None:  # abandoned half-way: unwind it there
-            context.run(coro.close)
+    return drive(coro, context=context)
