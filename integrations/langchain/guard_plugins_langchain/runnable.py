@@ -188,9 +188,7 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             if not wraps:
                 return self._invoke(input, None, config, **kwargs)
             child = quiet_child_config(config)
-            context = contextvars.copy_context()
-            context.run(var_child_runnable_config.set, child)
-            return context.run(self._invoke, input, None, child, **kwargs)
+            return _config_context(child).run(self._invoke, input, None, child, **kwargs)
         run_manager = get_callback_manager_for_config(config).on_chain_start(
             None,
             input,
@@ -220,9 +218,8 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
             if not wraps:
                 return await self._ainvoke(input, None, config, **kwargs)
             child = quiet_child_config(config)
-            context = contextvars.copy_context()
-            context.run(var_child_runnable_config.set, child)
-            return await run_in_context(self._ainvoke(input, None, child, **kwargs), context)
+            coro = self._ainvoke(input, None, child, **kwargs)
+            return await run_in_context(coro, _config_context(child))
         run_manager = await get_async_callback_manager_for_config(config).on_chain_start(
             None,
             input,
@@ -719,9 +716,14 @@ def _child_context(
     variable in a copied context is all it would do."""
     if run_manager.inheritable_handlers:
         return set_config_context(child)
+    return contextlib.nullcontext(_config_context(child))
+
+
+def _config_context(child: RunnableConfig) -> contextvars.Context:
+    """A copy of the current context with `child` as the current config (no tracing context)."""
     context = contextvars.copy_context()
     context.run(var_child_runnable_config.set, child)
-    return contextlib.nullcontext(context)
+    return context
 
 
 def _emit(run_manager: CallbackManagerForChainRun | None, decision: Decision) -> None:
