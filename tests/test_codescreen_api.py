@@ -7,8 +7,10 @@ without operators or substitutions.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
+import os
 import shlex
 import warnings
 from pathlib import Path
@@ -35,9 +37,21 @@ from guard_plugins.errors import ConfigError, GuardError
 
 def test_public_names_are_pinned() -> None:
     assert codescreen.__all__ == [
-        "LANGUAGES", "RULES", "Confidence", "Finding", "Limits", "Rule", "Severity", "Threat",
+        "COMPILED", "LANGUAGES", "RULES", "Confidence", "Finding", "Limits", "Rule", "Severity", "Threat",
         "get_rule", "normalize_language", "scan", "scan_tool_call",
     ]
+
+
+@pytest.mark.skipif(os.environ.get("GUARD_PLUGINS_EXPECT_COMPILED") != "1",
+                    reason="only `make compiled` runs these tests against the mypyc-built wheel")
+def test_the_compiled_build_is_what_runs() -> None:
+    import guard_plugins.codescreen.python as python_scanner
+    import guard_plugins.codescreen.shell as shell_scanner
+
+    assert codescreen.COMPILED
+    for module in (python_scanner, shell_scanner):
+        assert module.__file__ is not None
+        assert not module.__file__.endswith(".py"), module.__file__
 
 
 def test_finding_is_frozen_and_serialisable() -> None:
@@ -124,15 +138,15 @@ def test_oversize_input_is_reported_and_bounded() -> None:
     assert findings[0].blocking
 
 
-class _HostileText(str):
-    """A str whose methods fail: stands in for any input that trips a bug in the screen."""
-
-    def replace(self, *args: object, **kwargs: object) -> str:  # type: ignore[override]
+def test_internal_errors_fail_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A parser that fails stands in for any bug in the screen. (Patched on the `ast` module: the
+    # compiled build calls its own functions and str methods directly, the library's as looked up.)
+    def broken_parse(*args: object, **kwargs: object) -> ast.Module:
         raise RuntimeError("boom")
 
-
-def test_internal_errors_fail_closed() -> None:
-    findings = scan(_HostileText("print(1)"))
+    with monkeypatch.context() as patched:
+        patched.setattr(ast, "parse", broken_parse)
+        findings = scan("print(1)")
     assert [(f.rule_id, f.blocking) for f in findings] == [("SCREEN-ERROR", True)]
     assert "RuntimeError" in findings[0].reason
     assert scan("x = 1") == []

@@ -14,16 +14,23 @@ False
 
 Limits (see `Limits`): inputs over 1 MB are cut and reported (``SCREEN-OVERSIZE``); nested code
 is followed 4 levels deep and up to 2 MB in total (``SCREEN-NESTING`` beyond that).
+
+Wheels ship these modules compiled with mypyc as well (`COMPILED` says which ones run); the
+pure-Python sources behave the same and are used by editable installs.
 """
 
 from __future__ import annotations
 
+from importlib.machinery import EXTENSION_SUFFIXES
+
+from guard_plugins.codescreen import python as _python_scanner
 from guard_plugins.codescreen.context import Limits
 from guard_plugins.codescreen.findings import Confidence, Finding, Severity, Threat
 from guard_plugins.codescreen.rules import RULES, Rule, get_rule
 from guard_plugins.codescreen.scanner import LANGUAGES, normalize_language, scan, scan_tool_call
 
 __all__ = [
+    "COMPILED",
     "LANGUAGES",
     "RULES",
     "Confidence",
@@ -37,3 +44,6 @@ __all__ = [
     "scan",
     "scan_tool_call",
 ]
+
+# True when the scanners run as mypyc-compiled extension modules (a wheel install).
+COMPILED: bool = (_python_scanner.__file__ or "").endswith(tuple(EXTENSION_SUFFIXES))
