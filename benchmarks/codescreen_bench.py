@@ -4,6 +4,8 @@
     python benchmarks/codescreen_bench.py --corpus     # false-positive and recall rates
     python benchmarks/codescreen_bench.py --corpus --quick   # skip the slow stdlib/package walk
     python benchmarks/codescreen_bench.py --exhaustive   # timing without the statement text gate
+    PYTHONPATH=.venv/compiled-site python benchmarks/codescreen_bench.py   # the compiled build
+                                                         # (`make compiled` builds it)
 
 Timing: a 200-line benign program and a 200-line malicious one are assembled from the test
 corpora (tests/data/codescreen) and scanned repeatedly; wall-clock and CPU p50/p99 are printed
@@ -30,7 +32,8 @@ from typing import Any
 
 import yaml
 
-from guard_plugins.codescreen import scan
+from guard_plugins.codescreen import COMPILED, scan
+from guard_plugins.codescreen import python as scanner_module
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "codescreen"
@@ -258,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         if CYBERSECEVAL.exists():
             results["cyberseceval_interpreter (side note)"] = cyberseceval(CYBERSECEVAL)
     else:
+        results["code screen"] = {
+            "compiled (mypyc)": COMPILED,
+            "module": scanner_module.__file__,
+        }
         results["timing (ms) for 200-line programs"] = bench(args.runs, args.exhaustive)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import gc
 import json
 import os
 import shlex
@@ -141,15 +142,42 @@ def test_oversize_input_is_reported_and_bounded() -> None:
 def test_internal_errors_fail_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     # A parser that fails stands in for any bug in the screen. (Patched on the `ast` module: the
     # compiled build calls its own functions and str methods directly, the library's as looked up.)
-    def broken_parse(*args: object, **kwargs: object) -> ast.Module:
-        raise RuntimeError("boom")
-
     with monkeypatch.context() as patched:
-        patched.setattr(ast, "parse", broken_parse)
+        patched.setattr(ast, "parse", _raise_boom)
         findings = scan("print(1)")
     assert [(f.rule_id, f.blocking) for f in findings] == [("SCREEN-ERROR", True)]
     assert "RuntimeError" in findings[0].reason
     assert scan("x = 1") == []
+
+
+def test_the_cyclic_collector_is_paused_during_a_scan_and_restored(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real_parse = ast.parse
+    seen: list[bool] = []
+
+    def observed_parse(source: str) -> ast.Module:  # the screen parses source text only
+        seen.append(gc.isenabled())
+        return real_parse(source)
+
+    assert gc.isenabled()
+    with monkeypatch.context() as patched:
+        patched.setattr(ast, "parse", observed_parse)
+        assert scan("import os\nos.system('rm -rf /')")
+        assert seen == [False]
+        assert gc.isenabled()
+        gc.disable()  # a host that runs without the collector keeps it off
+        try:
+            scan("x = 1")
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+        patched.setattr(ast, "parse", _raise_boom)
+        assert scan("print(1)")[0].rule_id == "SCREEN-ERROR"
+        assert gc.isenabled()
+
+
+def _raise_boom(*args: object, **kwargs: object) -> ast.Module:
+    raise RuntimeError("boom")
 
 
 def test_nesting_depth_is_bounded() -> None:

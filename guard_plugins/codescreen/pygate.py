@@ -45,7 +45,11 @@ SECONDARY_TABLES = frozenset({
     "_SCALAR_FIELDS", "_CHILD_FIELDS", "_STR_METHODS",
 })
 _WORD = re.compile(r"[A-Za-z_]\w*")
-_HOT_CHARS = re.compile(r"[/~\\%*]")
+_HOT_CHARS = "/~\\%*"
+# Every character but [A-Za-z0-9_] and newlines becomes a space: `str.split` then yields the
+# words of each line much faster than `_WORD.findall` (the same words once leading digits go).
+_SEPARATORS = {c: " " for c in range(128) if not (chr(c).isalnum() or chr(c) in "_\n")}
+_DIGITS = "0123456789"
 _OPERATORS = re.compile(r"<<|:=")
 _CONCATENATION = re.compile(r"""['"]\s*\+|['"]\s+[rRbBuUfF]*['"]""")  # "169." + "254…"
 _LONG_NUMBER = re.compile(r"[0-9][0-9_]{5}")
@@ -55,6 +59,7 @@ _METADATA_ANCHORS = ("169.254", "metadata.", "fd00:", "100.100.", "2852039166", 
 _COMPOUND = frozenset({ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith, ast.Try,
                        ast.TryStar, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
                        ast.Match})
+_DECORATED = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef})
 
 
 def trigger_words(namespaces: Iterable[ModuleType | Mapping[str, object]]) -> frozenset[str]:
@@ -88,6 +93,18 @@ def trigger_words(namespaces: Iterable[ModuleType | Mapping[str, object]]) -> fr
     return frozenset(words)
 
 
+def _identifiers(words: list[str]) -> list[str]:
+    """`words` as `_WORD` finds them: leading digits dropped, all-digit words gone."""
+    out: list[str] = []
+    for word in words:
+        if word[0] in _DIGITS:
+            word = word.lstrip(_DIGITS)
+            if not word:
+                continue
+        out.append(word)
+    return out
+
+
 class Gate:
     """The words of each source line, or None for a line that mentions something a rule uses."""
 
@@ -95,6 +112,7 @@ class Gate:
         # Lines as the parser counts them: a lone CR ends a line too.
         text = text.replace("\r\n", "\n").replace("\r", "\n")
         self._text_lines = text.split("\n")
+        self._word_lines = text.translate(_SEPARATORS).split("\n")
         self._triggers = triggers
         self._lines: dict[int, tuple[list[str], bool]] = {}  # index: words, hot (on demand)
         # Patterns that may span lines are found in the whole text, the rest line by line.
@@ -119,9 +137,13 @@ class Gate:
         line = self._lines.get(index)
         if line is None:
             text = self._text_lines[index]
-            words = _WORD.findall(text)
-            hot = index in self._hot_lines or not self._triggers.isdisjoint(words) or bool(
-                _HOT_CHARS.search(text))
+            words = self._word_lines[index].split()
+            for word in words:
+                if word[0] in _DIGITS:  # `1e5`, `0x1f`: _WORD reads `e5`, `x1f`, nothing of `10`
+                    words = _identifiers(words)
+                    break
+            hot = index in self._hot_lines or not self._triggers.isdisjoint(words) or any(
+                char in text for char in _HOT_CHARS)
             line = self._lines[index] = (words, hot)
         return line
 
@@ -147,7 +169,7 @@ class Gate:
                 return self._lines.get(first - 1) or self._line(first - 1)
             return self.words(first, node.end_lineno or first)
         first = node.lineno
-        decorators = getattr(node, "decorator_list", None)
+        decorators = getattr(node, "decorator_list", None) if type(node) in _DECORATED else None
         if decorators:
             first = min(first, *(d.lineno for d in decorators))
         body = getattr(node, "body", None)
@@ -157,7 +179,7 @@ class Gate:
     def whole(self, node: ast.stmt) -> list[str]:
         """All words of the statement, body included."""
         first = node.lineno
-        decorators = getattr(node, "decorator_list", None)
+        decorators = getattr(node, "decorator_list", None) if type(node) in _DECORATED else None
         if decorators:
             first = min(first, *(d.lineno for d in decorators))
         return self.words(first, node.end_lineno or first)[0]

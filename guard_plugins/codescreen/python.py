@@ -420,8 +420,13 @@ def _climbs_to_object(node: ast.expr) -> bool:
 
 def _child_statements(node: ast.stmt) -> list[ast.stmt]:
     """The statements directly inside `node` (handler and case bodies included), in order."""
+    cls = type(node)
+    fields = _BODY_FIELDS_OF.get(cls)
+    if fields is None:  # only the fields the class has: a missing one costs an exception
+        fields = _BODY_FIELDS_OF[cls] = tuple(
+            f for f in _BODY_FIELDS if f in getattr(cls, "_fields", ()))
     out: list[ast.stmt] = []
-    for field in _BODY_FIELDS:
+    for field in fields:
         value = getattr(node, field, None)
         if not value:
             continue
@@ -431,6 +436,9 @@ def _child_statements(node: ast.stmt) -> list[ast.stmt]:
             elif isinstance(item, (ast.ExceptHandler, ast.match_case)):
                 out.extend(item.body)
     return out
+
+
+_BODY_FIELDS_OF: dict[type, tuple[str, ...]] = {}
 
 
 def _own_fields(cls: type) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ of a code tool is scanned.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -71,12 +72,21 @@ def scan(code: str, language: str = "python", *, limits: Limits | None = None,
     fenced = _FENCE.match(code)
     if fenced:
         code = fenced.group(1)
+    # A scan allocates thousands of short-lived AST objects, none in reference cycles; cyclic
+    # collections triggered by them would only walk them (and, in a full collection, every
+    # object of the host process: a loaded model's). Paused here, restored as it was.
+    collecting = gc.isenabled()
+    if collecting:
+        gc.disable()
     try:
         ctx.scanners[lang](code, ctx)
     except RecursionError:
         ctx.report("SCREEN-NESTING", 0, "input too deeply nested")
     except Exception as error:
         ctx.report("SCREEN-ERROR", 0, type(error).__name__)
+    finally:
+        if collecting:
+            gc.enable()
     return ctx.result()
 
 
