@@ -35,8 +35,9 @@ __all__ = ["MicroBatcher", "VerdictCache", "request_key"]
 
 
 def request_key(request: ClassificationRequest) -> Hashable:
-    images = tuple(img.sha256 for img in request.conversation.images)
-    return (request.prompt.text, images, request.threshold)
+    images = request.conversation.images
+    hashes = tuple(img.sha256 for img in images) if images else ()
+    return (request.prompt.text, hashes, request.threshold)
 
 
 class VerdictCache:
@@ -99,6 +100,9 @@ class MicroBatcher:
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
+        # The loop last asked about and its state: almost every call is on the same loop (the
+        # portal's, for sync callers). A weak reference, as in `_states`.
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], _LoopState] | None = None
         # Guards the idle check-and-claim against a sync caller's inline call in another thread.
         self._claim = threading.Lock()
         self._inline_thread: int | None = None
@@ -106,11 +110,15 @@ class MicroBatcher:
         self.requests: int = 0
 
     def _state(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
+        last = self._last
+        if last is not None and last[0]() is loop:
+            return last[1]
         with self._lock:
             state = self._states.get(loop)
             if state is None:
                 state = self._states[loop] = _LoopState()
-            return state
+        self._last = (weakref.ref(loop), state)
+        return state
 
     async def submit(self, request: ClassificationRequest) -> Verdict:
         loop = asyncio.get_running_loop()

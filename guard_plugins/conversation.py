@@ -145,13 +145,22 @@ class Message:
             raise ConversationError(f"unknown role {self.role!r}; expected one of {_ROLES}")
         if not isinstance(self.parts, tuple):
             object.__setattr__(self, "parts", tuple(self.parts))
+        images: list[ImagePart] = []
         for part in self.parts:
-            if not isinstance(part, (TextPart, ImagePart, ToolCallPart)):
+            if isinstance(part, TextPart):
+                continue
+            if isinstance(part, ToolCallPart):
+                if self.role != "assistant":
+                    raise ConversationError("tool calls can only appear in assistant messages")
+            elif isinstance(part, ImagePart):
+                if self.role in ("tool", "system"):
+                    raise ConversationError(f"images are not supported in {self.role} messages")
+                images.append(part)
+            else:
                 raise ConversationError(f"{self.role} message: unsupported part {part!r}")
-            if isinstance(part, ToolCallPart) and self.role != "assistant":
-                raise ConversationError("tool calls can only appear in assistant messages")
-            if isinstance(part, ImagePart) and self.role in ("tool", "system"):
-                raise ConversationError(f"images are not supported in {self.role} messages")
+        # Kept on the (immutable) instance like Conversation's views: every conversation built
+        # from this message reads it. Not a field: equality and repr ignore it.
+        self.__dict__["_images"] = tuple(images)
 
     @classmethod
     def user(cls, text: str = "", images: Iterable[Any] = ()) -> Message:
@@ -173,7 +182,10 @@ class Message:
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
-        return tuple(p for p in self.parts if isinstance(p, ImagePart))
+        images: tuple[ImagePart, ...] | None = self.__dict__.get("_images")
+        if images is None:
+            images = tuple(p for p in self.parts if isinstance(p, ImagePart))
+        return images
 
 
 def _parts(text: str, images: Iterable[Any]) -> tuple[Part, ...]:
@@ -210,10 +222,12 @@ class Conversation:
     def __post_init__(self) -> None:
         if not isinstance(self.messages, tuple):
             object.__setattr__(self, "messages", tuple(self.messages))
+        images: tuple[ImagePart, ...] = ()
         for m in self.messages:
             if not isinstance(m, Message):
                 raise ConversationError(f"Conversation holds Message objects, not {m!r}")
-        images = tuple(img for m in self.messages for img in m.images)
+            if m.images:
+                images += m.images
         # Derived views are kept on the (immutable) instance: every check reads them several
         # times (adapters, fitting, rendering). Not fields: equality and repr ignore them.
         self.__dict__["_images"] = images
@@ -313,9 +327,9 @@ class Conversation:
             raise ConversationError(
                 f"the conversation ends in a {last_empty.role} message with nothing to assess"
             )
+        # `_render_message` keeps only non-empty texts.
         turns = tuple(
-            Turn(role, "\n\n".join(t for t in texts if t), tuple(images))
-            for role, texts, images in merged
+            Turn(role, "\n\n".join(texts), tuple(images)) for role, texts, images in merged
         )
         last = turns[-1]
         if not last.text.strip() and not last.images:
@@ -347,10 +361,21 @@ def _render_message(
             return "User", [], []
         label = f"Tool result ({message.name})" if message.name else "Tool result"
         return "User", [f"{label}:\n{message.text.strip()}"], []
-    texts = [p.text.strip() for p in message.parts if isinstance(p, TextPart)]
-    texts += [p.render() for p in message.parts if isinstance(p, ToolCallPart)]
+    # Text parts first, then tool calls (each in order); empty texts are left out.
+    texts: list[str] = []
+    calls: list[str] = []
+    images: list[ImagePart] = []
+    for part in message.parts:
+        if isinstance(part, TextPart):
+            text = part.text.strip()
+            if text:
+                texts.append(text)
+        elif isinstance(part, ToolCallPart):
+            calls.append(part.render())  # never empty: it starts with the call's header
+        else:
+            images.append(part)
     role: AssessedRole = "User" if message.role == "user" else "Agent"
-    return role, [t for t in texts if t], list(message.images)
+    return role, texts + calls if calls else texts, images
 
 
 def _message_from_openai(raw: Mapping[str, Any], index: int) -> Message:
@@ -471,4 +496,9 @@ def _code_from_arguments(arguments: Mapping[str, Any] | str) -> str | None:
 
 
 def _longest_backtick_run(text: str) -> int:
-    return max((len(m.group(0)) for m in re.finditer(r"`+", text)), default=0)
+    if "`" not in text:  # most code: no fence to outgrow
+        return 0
+    return max(len(run) for run in _BACKTICKS.findall(text))
+
+
+_BACKTICKS = re.compile(r"`+")

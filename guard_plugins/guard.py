@@ -19,11 +19,12 @@ True
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -180,7 +181,7 @@ class Guard:
 
     async def acheck(self, hook: Hook | str, conversation: ConversationLike) -> Decision:
         """Check the last turn of `conversation` at `hook`."""
-        return await self._check(Hook(hook), Conversation.of(conversation))
+        return await self._check(_hook(hook), Conversation.of(conversation))
 
     async def acheck_many(
         self, hook: Hook | str, conversations: Sequence[ConversationLike]
@@ -226,7 +227,7 @@ class Guard:
         return self._check_sync(Hook.TOOL_RESULT, conv, "acheck_tool_result()", tool_name=tool_name)
 
     def check(self, hook: Hook | str, conversation: ConversationLike) -> Decision:
-        return self._check_sync(Hook(hook), Conversation.of(conversation), "acheck()")
+        return self._check_sync(_hook(hook), Conversation.of(conversation), "acheck()")
 
     def check_many(
         self, hook: Hook | str, conversations: Sequence[ConversationLike]
@@ -295,7 +296,10 @@ class Guard:
             # Called from inside this guard's own inline classification: on the loop this is
             # the sync-call-on-its-own-loop error, and waiting here would never end.
             raise RuntimeError(f"sync call made on the guard's own loop; await {api} instead")
-        if on_portal_thread() or (self.prompt_guard is not None and hook in _PROMPT_GUARD_HOOKS):
+        # No running loop at all (the usual sync caller): not on the portal's, asked without
+        # get_running_loop's exception.
+        on_portal = asyncio._get_running_loop() is not None and on_portal_thread()
+        if on_portal or (self.prompt_guard is not None and hook in _PROMPT_GUARD_HOOKS):
             # On the loop itself run_sync refuses (await the async twin); Prompt Guard runs
             # concurrently with the backend, which needs the loop.
             coro = self._check(
@@ -329,30 +333,42 @@ class Guard:
     ) -> tuple[list[ClassificationRequest], dict[str, Any]]:
         """Fit and render the requests; screen the code; the fields every outcome shares."""
         categories = rules.categories
-        fitted = fit_conversation(
-            conversation,
-            categories,
-            budget=self.policy.max_prompt_tokens or self.backend.max_prompt_tokens,
-            count_tokens=self.backend.count_tokens,
-            max_context_turns=self.policy.max_context_turns,
-            turns=turns,
-        )
-        requests = []
-        for conv in fitted.conversations:
-            request = ClassificationRequest(conv, categories, threshold=rules.threshold)
-            if len(fitted.conversations) == 1 and fitted.prompt is not None:
-                request._seed_prompt(fitted.prompt)  # fitting rendered it already
-            elif conv is conversation:
-                request._seed_prompt(build_prompt_from_turns(conv, turns, categories))
-            requests.append(request)
-        neutralized = any(r.prompt.neutralized for r in requests)
+        budget = self.policy.max_prompt_tokens or self.backend.max_prompt_tokens
+        max_context_turns = self.policy.max_context_turns
+        if budget is None and max_context_turns is None:
+            # Nothing to trim (fit_conversation would return the conversation as it is): the
+            # common case, one request.
+            request = ClassificationRequest(conversation, categories, threshold=rules.threshold)
+            request._seed_prompt(build_prompt_from_turns(conversation, turns, categories))
+            requests = [request]
+            neutralized = request.prompt.neutralized
+            trimmed = 0
+        else:
+            fitted = fit_conversation(
+                conversation,
+                categories,
+                budget=budget,
+                count_tokens=self.backend.count_tokens,
+                max_context_turns=max_context_turns,
+                turns=turns,
+            )
+            requests = []
+            for conv in fitted.conversations:
+                request = ClassificationRequest(conv, categories, threshold=rules.threshold)
+                if len(fitted.conversations) == 1 and fitted.prompt is not None:
+                    request._seed_prompt(fitted.prompt)  # fitting rendered it already
+                elif conv is conversation:
+                    request._seed_prompt(build_prompt_from_turns(conv, turns, categories))
+                requests.append(request)
+            neutralized = any(r.prompt.neutralized for r in requests)
+            trimmed = fitted.trimmed_messages
         findings = _screen(call) if (rules.screen and call) else ()
         common: dict[str, Any] = {
             "tool_name": tool_name,
             "findings": findings,
             "enforced": not self.policy.monitor,
             "windows": len(requests),
-            "trimmed_turns": fitted.trimmed_messages,
+            "trimmed_turns": trimmed,
             "neutralized": neutralized,
         }
         return requests, common
@@ -429,22 +445,26 @@ class Guard:
     ) -> tuple[list[Verdict], bool]:
         """Verdicts through the cache and the batcher, within `timeout`. The first `missed`
         requests were already looked up in the cache (by `_classify_all_sync`) and missed."""
+        first_key: Hashable | None = None
         if len(requests) == 1 and not missed and self.backend.can_classify_inline():
             # The common lone check with a backend that answers at once: straight to it when
             # the batcher is idle, as `submit` would, without the layers around a wait.
             request = requests[0]
-            key = request_key(request)
-            hit = self.cache.get(key)
+            first_key = request_key(request)
+            hit = self.cache.get(first_key)
             if hit is not None:
                 return [hit], True
             verdict = await self.batcher.classify_now(request, timeout)
             if verdict is not None:
-                self.cache.put(key, verdict)
+                self.cache.put(first_key, verdict)
                 return [verdict], False
             missed = 1
 
-        async def one(request: ClassificationRequest, lookup: bool) -> tuple[Verdict, bool]:
-            key = request_key(request)
+        async def one(
+            request: ClassificationRequest, lookup: bool, key: Hashable | None = None
+        ) -> tuple[Verdict, bool]:
+            if key is None:
+                key = request_key(request)
             hit = self.cache.get(key) if lookup else None
             if hit is not None:
                 return hit, True
@@ -454,7 +474,7 @@ class Guard:
 
         async def all_() -> list[tuple[Verdict, bool]]:
             if len(requests) == 1:
-                return [await one(requests[0], missed < 1)]
+                return [await one(requests[0], missed < 1, first_key)]
             return list(
                 await asyncio.gather(*(one(r, i >= missed) for i, r in enumerate(requests)))
             )
@@ -557,6 +577,15 @@ def _apply_policy(
     **common: Any,
 ) -> Decision:
     """Verdicts (one per window; the worst wins) + screen findings + Prompt Guard → Decision."""
+    if (
+        len(verdicts) == 1
+        and verdicts[0].safe
+        and not common.get("findings")
+        and (prompt_guard is None or not prompt_guard.flagged)
+    ):  # the common outcome, without collecting rules that cannot fire
+        return _decision(
+            hook, Action.ALLOW, "safe", verdict=verdicts[0], prompt_guard=prompt_guard, **common
+        )
     flagged: dict[str, Any] = {}
     worst: Verdict = verdicts[0]
     unexplained = False
@@ -584,11 +613,11 @@ def _apply_policy(
         rules.append((hp.prompt_guard_action, "prompt_guard"))
     if not rules:
         rule = "safe" if all(v.safe for v in verdicts) else "below_threshold"
-        return Decision(
+        return _decision(
             hook, Action.ALLOW, rule, verdict=worst, prompt_guard=prompt_guard, **common
         )
     action, rule = max(rules, key=lambda r: r[0].severity)
-    return Decision(
+    return _decision(
         hook,
         action,
         rule,
@@ -600,6 +629,53 @@ def _apply_policy(
         else None,
         **common,
     )
+
+
+def _decision_template() -> tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]] | None:
+    """Decision's fields in order with their defaults (and the fields built by a factory),
+    when it is a plain frozen dataclass that `_decision` can fill; None otherwise."""
+    if hasattr(Decision, "__post_init__") or "__slots__" in Decision.__dict__:
+        return None  # pragma: no cover - Decision validates or has no __dict__: use __init__
+    template: dict[str, Any] = {}
+    factories: list[tuple[str, Callable[[], Any]]] = []
+    for spec in dataclasses.fields(Decision):
+        template[spec.name] = None if spec.default is dataclasses.MISSING else spec.default
+        if spec.default_factory is not dataclasses.MISSING:
+            factories.append((spec.name, spec.default_factory))
+    return template, tuple(factories)
+
+
+_DECISION_TEMPLATE = _decision_template()
+
+
+def _decision(hook: Hook, action: Action, rule: str, **fields: Any) -> Decision:
+    """`Decision(hook, action, rule, **fields)`, built by filling its `__dict__` in field order.
+
+    The generated `__init__` of a frozen dataclass sets each of Decision's 20 fields through
+    `object.__setattr__`, which made building the Decision a fifth of a whole check. The
+    object is the same: same class, same fields and values (tests/test_guard.py compares)."""
+    if _DECISION_TEMPLATE is None:  # pragma: no cover - see _decision_template
+        return Decision(hook, action, rule, **fields)
+    template, factories = _DECISION_TEMPLATE
+    state = template.copy()
+    state["hook"] = hook
+    state["action"] = action
+    state["rule"] = rule
+    state.update(fields)
+    if len(state) != len(template):
+        unknown = sorted(set(state) - set(template))
+        raise TypeError(f"Decision got unexpected fields {unknown}")
+    for name, factory in factories:
+        if name not in fields:
+            state[name] = factory()
+    decision = object.__new__(Decision)
+    object.__setattr__(decision, "__dict__", state)
+    return decision
+
+
+def _hook(hook: Hook | str) -> Hook:
+    # Hook(member) is an enum lookup through EnumMeta.__call__: adapters pass members.
+    return hook if type(hook) is Hook else Hook(hook)
 
 
 def _stamp_latency(decision: Decision, start: float) -> None:
@@ -656,7 +732,7 @@ def _tool_call(
 
 def _then(conversation: ConversationLike | None, message: Message) -> Conversation:
     """`conversation` (none: empty) followed by `message`."""
-    if conversation is None:
+    if conversation is None or (type(conversation) in (list, tuple) and not conversation):
         return Conversation((message,))
     return Conversation.of(conversation).append(message)
 

@@ -140,7 +140,8 @@ class HookPolicy(_Strict):
     @property
     def request_threshold(self) -> float:
         """The lowest threshold in play: backends decode categories at or above it."""
-        return min([self.threshold, *self.thresholds.values()])
+        thresholds = self.thresholds
+        return min(self.threshold, *thresholds.values()) if thresholds else self.threshold
 
     def refusal_for(self, hook: Hook, categories: tuple[CategoryLike, ...]) -> str:
         template = self.refusal_message or _DEFAULT_REFUSALS[hook]

@@ -122,13 +122,30 @@ def build_prompt_from_turns(
     for turn in turns:
         clean = neutralize_text(turn.text).strip()
         neutralized = neutralized or clean != turn.text.strip()
-        body.append(render_turn(Turn(turn.role, clean, turn.images)))
+        # render_turn of the cleaned turn, without building that Turn
+        body.append(f"{turn.role}: {IMAGE_TOKEN * len(turn.images)}{clean}{_TURN_END}")
     if not turns[-1].images and not clean:
         from guard_plugins.errors import ConversationError
 
         raise ConversationError(f"the last {role} turn has nothing to assess after cleaning")
     text = _prefix(role, tuple(chosen)) + "".join(body) + prompt_suffix(role)
-    return RenderedPrompt(text, role, chosen, len(images), neutralized, images)
+    # RenderedPrompt(text, role, chosen, len(images), neutralized, images), with its fields
+    # filled in directly: the frozen dataclass's __init__ (one object.__setattr__ per field) is a
+    # measurable share of a check. Same object: tests/test_prompt.py compares the two.
+    prompt = object.__new__(RenderedPrompt)
+    object.__setattr__(
+        prompt,
+        "__dict__",
+        {
+            "text": text,
+            "role": role,
+            "categories": chosen,
+            "image_count": len(images),
+            "neutralized": neutralized,
+            "images": images,
+        },
+    )
+    return prompt
 
 
 def render_prompt(
@@ -185,11 +202,13 @@ def _fold(text: str) -> str:
 
 def neutralize_text(text: str) -> str:
     """Make content unable to forge Llama Guard prompt structure (see module docstring)."""
-    text = _SURROGATE.sub("\ufffd", text)
+    ascii_only = text.isascii()
+    if not ascii_only:  # surrogates, look-alike brackets and full-width letters are not ASCII
+        text = _SURROGATE.sub("\ufffd", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _INVISIBLE.sub("", text)
     folded = _fold(text)
-    if _TAG.search(folded):
+    if (not ascii_only or "<" in text) and _TAG.search(folded):
         pieces: list[str] = []
         last = 0
         for match in _TAG.finditer(folded):

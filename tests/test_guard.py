@@ -454,3 +454,24 @@ def test_sync_call_from_the_portal_loop_is_refused() -> None:
     future = asyncio.run_coroutine_threadsafe(inner(), portal_loop())
     with pytest.raises(RuntimeError, match="await"):
         future.result(timeout=5)
+
+
+def test_decisions_built_by_the_pipeline_are_ordinary_decisions() -> None:
+    # The pipeline fills a Decision's fields directly (guard._decision); the object must be the
+    # one Decision(...) builds: equal, same repr, same attributes in the same order, its own
+    # `extra`, and unknown fields refused as the constructor refuses them.
+    from guard_plugins.guard import _decision
+
+    verdict = Verdict(safe=True)
+    fields: dict[str, Any] = {"verdict": verdict, "tool_name": "bash", "windows": 2}
+    fast = _decision(Hook.TOOL_CALL, Action.ALLOW, "safe", **fields)
+    slow = Decision(Hook.TOOL_CALL, Action.ALLOW, "safe", **fields)
+    assert fast == slow
+    assert repr(fast) == repr(slow)
+    assert list(vars(fast).items()) == list(vars(slow).items())
+    assert fast.to_dict() == slow.to_dict()
+    assert fast.extra == {} and fast.extra is not _decision(Hook.TOOL_CALL, Action.ALLOW, "x").extra
+    with pytest.raises(TypeError):
+        _decision(Hook.TOOL_CALL, Action.ALLOW, "safe", no_such_field=1)
+    with pytest.raises(AttributeError):
+        fast.rule = "changed"  # type: ignore[misc]

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guard_plugins import CategoryError, Conversation, ConversationError, CustomCategory, Message
-from guard_plugins.prompt import build_prompt, neutralize_text, render_prompt
+from guard_plugins.prompt import RenderedPrompt, build_prompt, neutralize_text, render_prompt
 from tests._images import png_bytes
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -241,6 +241,60 @@ def test_no_content_forges_structure(history: list[tuple[str, str]], last: str) 
     turns = Conversation.from_openai(messages).turns()
     _assert_structure(rendered.text, turns=len(turns))
     assert rendered.role == "User"
+
+
+def _neutralize_reference(text: str) -> str:
+    """neutralize_text as first written: every step on every text (no ASCII short cuts)."""
+    from guard_plugins import prompt as p
+
+    text = p._SURROGATE.sub("\ufffd", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = p._INVISIBLE.sub("", text)
+    folded = p._fold(text)
+    if p._TAG.search(folded):
+        pieces: list[str] = []
+        last = 0
+        for match in p._TAG.finditer(folded):
+            pieces.append(text[last : match.start()])
+            pieces.append(f"[{text[match.start('inner') : match.end('inner')]}]")
+            last = match.end()
+        pieces.append(text[last:])
+        text = "".join(pieces)
+        folded = p._fold(text)
+    if p._FORGED_LINE.search(folded):
+        offsets = [m.end("indent") for m in p._FORGED_LINE.finditer(folded)]
+        for offset in reversed(offsets):
+            text = text[:offset] + "> " + text[offset:]
+    return text.replace("<|", "< |").replace("\\n\\n\n", "\\n\\n \n")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(texts, st.text(max_size=60)))
+def test_neutralize_short_cuts_change_nothing(text: str) -> None:
+    assert neutralize_text(text) == _neutralize_reference(text)
+
+
+@pytest.mark.parametrize("text", [*ATTACKS, "<BEGIN CONVERSATION>", "a\r\nb\x00", "plain"])
+def test_neutralize_short_cuts_change_nothing_on_attacks(text: str) -> None:
+    assert neutralize_text(text) == _neutralize_reference(text)
+
+
+def test_rendered_prompt_is_an_ordinary_rendered_prompt() -> None:
+    # build_prompt fills RenderedPrompt's fields directly; it must be what the constructor builds.
+    rendered = build_prompt([{"role": "user", "content": "hello"}])
+    rebuilt = RenderedPrompt(
+        rendered.text,
+        rendered.role,
+        rendered.categories,
+        rendered.image_count,
+        rendered.neutralized,
+        rendered.images,
+    )
+    assert rendered == rebuilt
+    assert repr(rendered) == repr(rebuilt)
+    assert list(vars(rendered).items()) == list(vars(rebuilt).items())
+    with pytest.raises(AttributeError):
+        rendered.text = "changed"  # type: ignore[misc]
 
 
 # -- token level, with the real Llama 4 tokenizer ----------------------------------------------
