@@ -181,7 +181,7 @@ def _image_source(block: Mapping[str, Any], where: str) -> Any:
     raise ImageError(f"{where}: image block without base64 data or a url")
 
 
-def _tool_calls(message: AIMessage, where: str) -> list[ToolCallPart]:
+def _tool_calls(message: AIMessage) -> list[ToolCallPart]:
     calls: list[ToolCallPart] = []
     for call in message.tool_calls:
         args = call.get("args")
@@ -208,32 +208,49 @@ def _tool_name(name: Any) -> str:
     return name if isinstance(name, str) and name.strip() else "unknown_tool"
 
 
-def _text_only(parts: list[TextPart | ImagePart], role: str, where: str) -> tuple[TextPart, ...]:
+def _text_only(
+    parts: list[TextPart | ImagePart], role: str, message: BaseMessage, index: int
+) -> tuple[TextPart, ...]:
     images = sum(1 for p in parts if isinstance(p, ImagePart))
     if images:
-        logger.warning("%s: %d image(s) in a %s message are not assessed", where, images, role)
+        logger.warning(
+            "%s: %d image(s) in a %s message are not assessed",
+            _where(message, index),
+            images,
+            role,
+        )
     text = "\n\n".join(p.text for p in parts if isinstance(p, TextPart))
     return (TextPart(text),)
 
 
 def message_to_core(message: BaseMessage, index: int = 0) -> Message | None:
     """One LangChain message as a core `Message` (None for messages that carry no turn)."""
-    where = f"message {index} ({message.type})"
     if isinstance(message, RemoveMessage):
         return None
     role = _role(message)
     if role is None:
-        raise ConversationError(f"{where}: unsupported message type {type(message).__name__}")
-    parts = content_parts(message.content, where)
+        raise ConversationError(
+            f"{_where(message, index)}: unsupported message type {type(message).__name__}"
+        )
+    content = message.content
+    if isinstance(content, str):  # the usual plain text: what content_parts gives for it
+        parts: list[TextPart | ImagePart] = [TextPart(content)] if content else []
+    else:
+        parts = content_parts(content, _where(message, index))
     if role == "assistant":
-        calls = _tool_calls(message, where) if isinstance(message, AIMessage) else []
+        calls = _tool_calls(message) if isinstance(message, AIMessage) else []
         return Message("assistant", (*parts, *calls))
     if role == "user":
         return Message("user", tuple(parts))
     if role == "tool":
         name = message.name if isinstance(message.name, str) else None
-        return Message("tool", _text_only(parts, role, where), name=name)
-    return Message("system", _text_only(parts, role, where))
+        return Message("tool", _text_only(parts, role, message, index), name=name)
+    return Message("system", _text_only(parts, role, message, index))
+
+
+def _where(message: BaseMessage, index: int) -> str:
+    """How errors and warnings name a message (built only when one is reported)."""
+    return f"message {index} ({message.type})"
 
 
 def _role(message: BaseMessage) -> str | None:

@@ -15,7 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from guard_plugins import Conversation, ConversationError, Decision, GuardBlocked, Hook
+from guard_plugins import (
+    Conversation,
+    ConversationError,
+    Decision,
+    GuardBlocked,
+    Hook,
+    Message,
+    TextPart,
+)
 from guard_plugins.policy import Action
 from langchain_core.messages import (
     AIMessage,
@@ -41,6 +49,7 @@ __all__ = [
     "output_check",
     "refusal_message",
     "refuse_output",
+    "value_input_check",
 ]
 
 GUARD_METADATA_KEY = "guard_plugins"
@@ -108,6 +117,17 @@ def input_check(messages: Sequence[BaseMessage], *, include_system: bool = False
         return None
     hook = Hook.TOOL_RESULT if last.role == "tool" else Hook.USER_INPUT
     return Check(hook, conversation)
+
+
+def value_input_check(value: Any, *, include_system: bool = False) -> Check | None:
+    """`input_check(as_messages(value))`, for a caller that needs only the check: a plain
+    string becomes its user turn directly, without the `HumanMessage` in between."""
+    if not isinstance(value, str):
+        return input_check(as_messages(value), include_system=include_system)
+    # What converting HumanMessage(value) gives: one user message, no part for empty text.
+    message = Message("user", (TextPart(value),) if value else ())
+    conversation = Conversation((message,), include_system=include_system)
+    return Check(Hook.USER_INPUT, conversation) if assessable(conversation) else None
 
 
 @dataclass(frozen=True)

@@ -172,4 +172,5 @@ class LlamaGuardCallbackHandler(BaseCallbackHandler):
     def _log(self, decision: Decision) -> None:
         self.decisions.append(decision)
         level = logging.WARNING if decision.flagged else logging.DEBUG
-        logger.log(level, "guard: %s", decision.summary())
+        if logger.isEnabledFor(level):  # the summary is built only for a record that is kept
+            logger.log(level, "guard: %s", decision.summary())

@@ -47,6 +47,7 @@ from guard_plugins_langchain._shapes import (
     output_check,
     refusal_message,
     refuse_output,
+    value_input_check,
 )
 from guard_plugins_langchain._speculation import (
     InputRefused,
@@ -253,11 +254,12 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
         """`child`: the config for the wrapped runnable (its run's parent is this one)."""
         if self.mode == "output":
             return self._checked_output(value, (), self._check_sync(run_manager))
-        messages, check = self._input_check(value)
         if self.mode == "input" or self.bound is None:
+            check = value_input_check(value, include_system=self.include_system)
             if check is not None:
                 self._step_enforce(self._check(check, run_manager))
             return value
+        messages, check = self._input_check(value)
         if check is None:
             return self._checked_output(
                 self.bound.invoke(value, child, **kwargs), messages, self._check_sync(run_manager)
@@ -295,11 +297,12 @@ class GuardRunnable(RunnableSerializable[Any, Any]):
     ) -> Any:
         if self.mode == "output":
             return await self._achecked_output(value, (), run_manager)
-        messages, check = self._input_check(value)
         if self.mode == "input" or self.bound is None:
+            check = value_input_check(value, include_system=self.include_system)
             if check is not None:
                 self._step_enforce(await self._acheck(check, run_manager))
             return value
+        messages, check = self._input_check(value)
         if check is not None and not self._speculate():
             decision = await self._acheck(check, run_manager)
             if not enforce(decision):

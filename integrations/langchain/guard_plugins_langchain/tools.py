@@ -136,8 +136,9 @@ def _make_run(base_run: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(base_run)  # keeps the signature BaseTool.run inspects
     def _run(self: BaseTool, *args: Any, **kwargs: Any) -> Any:
         if not _checked.get():
-            decision = _guard(self).check_tool_call(
-                self.name, _arguments(self, args, kwargs), language=_language(self)
+            guard, language = _settings(self)
+            decision = guard.check_tool_call(
+                self.name, _arguments(self, args, kwargs), language=language
             )
             _enforce(decision)
         return base_run(self, *args, **kwargs)
@@ -149,8 +150,9 @@ def _make_arun(base_arun: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(base_arun)
     async def _arun(self: BaseTool, *args: Any, **kwargs: Any) -> Any:
         if not _checked.get():
-            decision = await _guard(self).acheck_tool_call(
-                self.name, _arguments(self, args, kwargs), language=_language(self)
+            guard, language = _settings(self)
+            decision = await guard.acheck_tool_call(
+                self.name, _arguments(self, args, kwargs), language=language
             )
             _enforce(decision)
         token = _checked.set(True)
@@ -162,24 +164,26 @@ def _make_arun(base_arun: Callable[..., Any]) -> Callable[..., Any]:
     return _arun
 
 
-def _guard(tool: BaseTool) -> Guard:
-    guard = getattr(tool, "_gp_guard", None)
+def _settings(tool: BaseTool) -> tuple[Guard, str | None]:
+    """The guard and code language `guard_tool` gave `tool`. Read from the model's private
+    storage directly: pydantic's attribute fallback for private attributes costs more per call
+    than the rest of the wrapper."""
+    private = getattr(tool, "__pydantic_private__", None) or {}
+    guard = private.get("_gp_guard")
     if not isinstance(guard, Guard):  # pragma: no cover - only built by guard_tool
         raise RuntimeError("guarded tool without a guard")
-    return guard
-
-
-def _language(tool: BaseTool) -> str | None:
-    language = getattr(tool, "_gp_language", None)
-    return language if isinstance(language, str) else None
+    language = private.get("_gp_language")
+    return guard, language if isinstance(language, str) else None
 
 
 def _arguments(
     tool: BaseTool, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> dict[str, Any] | str:
     """The arguments the model chose (injected values and run plumbing left out)."""
-    skip = _SKIP_KEYS | set(getattr(tool, "_injected_args_keys", ()))
-    arguments: dict[str, Any] = {k: v for k, v in kwargs.items() if k not in skip}
+    injected = getattr(tool, "_injected_args_keys", ())
+    arguments: dict[str, Any] = {
+        k: v for k, v in kwargs.items() if k not in _SKIP_KEYS and k not in injected
+    }
     if len(args) == 1 and not arguments and isinstance(args[0], str):
         return args[0]  # a single-string tool: the string is the code or query
     for index, value in enumerate(args):
