@@ -23,7 +23,13 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_support import png_bytes
 
 from guard_plugins_langchain import messages_to_conversation, to_conversation
-from guard_plugins_langchain._shapes import as_messages, input_check, locate_output, output_check
+from guard_plugins_langchain._shapes import (
+    as_messages,
+    input_check,
+    locate_output,
+    output_check,
+    value_input_check,
+)
 
 PNG = png_bytes()
 PNG_B64 = base64.b64encode(PNG).decode()
@@ -295,3 +301,13 @@ def test_arbitrary_content_never_crashes_outside_guard_errors(content: list[Any]
     except GuardError:
         return
     assert isinstance(conv, Conversation)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=30), st.sampled_from(["", "  ", "\u200b", "hi"])), st.booleans())
+def test_a_plain_string_step_check_is_the_message_check(text: str, include_system: bool) -> None:
+    # An input step checks a string without building its HumanMessage: the same check.
+    expected = input_check(as_messages(text), include_system=include_system)
+    assert value_input_check(text, include_system=include_system) == expected
+    value: Any = [("human", text or "x")]
+    assert value_input_check(value) == input_check(as_messages(value))
