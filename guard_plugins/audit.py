@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from guard_plugins.decision import Decision
+from guard_plugins.policy import Hook
 
 __all__ = ["AuditSink", "JsonlAuditSink", "build_event", "emit", "otel_span", "wanted"]
 
@@ -120,12 +121,13 @@ def _ignore(decision: Decision) -> None:
 _NO_SPAN = _NoSpan()
 
 
-def otel_span(hook: str, backend: str) -> contextlib.AbstractContextManager[Recorder]:
+def otel_span(hook: Hook | str, backend: str) -> contextlib.AbstractContextManager[Recorder]:
     """A span around one check; yields a function that records the Decision on it."""
     tracer = _tracer()
     if tracer is None:
         return _NO_SPAN
-    return _span(tracer, hook, backend)
+    # The hook's name is read only for a span (an enum's .value is a Python-level descriptor).
+    return _span(tracer, hook.value if isinstance(hook, Hook) else hook, backend)
 
 
 @contextlib.contextmanager

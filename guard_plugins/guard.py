@@ -270,7 +270,7 @@ class Guard:
         start = time.perf_counter()
         rules = self._rules_for(hook)
         turns = conversation.turns()  # validates: raises on nothing to assess
-        with otel_span(hook.value, self.backend.name) as record:
+        with otel_span(hook, self.backend.name) as record:
             if not rules.hp.enabled:
                 decision = Decision(hook, Action.ALLOW, "hook_disabled", tool_name=tool_name)
             else:
@@ -309,7 +309,7 @@ class Guard:
         start = time.perf_counter()
         rules = self._rules_for(hook)
         turns = conversation.turns()
-        with otel_span(hook.value, self.backend.name) as record:
+        with otel_span(hook, self.backend.name) as record:
             if not rules.hp.enabled:
                 decision = Decision(hook, Action.ALLOW, "hook_disabled", tool_name=tool_name)
             else:

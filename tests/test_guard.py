@@ -475,3 +475,57 @@ def test_decisions_built_by_the_pipeline_are_ordinary_decisions() -> None:
         _decision(Hook.TOOL_CALL, Action.ALLOW, "safe", no_such_field=1)
     with pytest.raises(AttributeError):
         fast.rule = "changed"  # type: ignore[misc]
+
+
+def test_checks_are_spans_when_a_tracer_provider_is_set(tmp_path: Path) -> None:
+    # The global tracer provider can be set once per process: a child process sets a recording
+    # one (the API's own classes, no SDK needed) and reports the span of one check.
+    pytest.importorskip("opentelemetry.trace")
+    script = tmp_path / "spans.py"
+    script.write_text(
+        """
+import contextlib, json
+from opentelemetry import trace
+from guard_plugins import Guard
+from guard_plugins.testing import FunctionBackend
+
+spans = []
+
+class Span:
+    def __init__(self, attributes):
+        self.attributes = dict(attributes)
+    def set_attribute(self, key, value):
+        self.attributes[key] = value
+
+class Tracer(trace.NoOpTracer):
+    @contextlib.contextmanager
+    def start_as_current_span(self, name, attributes=None, **kwargs):
+        span = Span(attributes or {})
+        spans.append((name, span))
+        yield span
+
+class Provider(trace.TracerProvider):
+    def get_tracer(self, *args, **kwargs):
+        return Tracer()
+
+trace.set_tracer_provider(Provider())
+guard = Guard(FunctionBackend(lambda c: "unsafe\\nS1"))
+guard.check_input("hello")
+print(json.dumps([(n, s.attributes, {k: type(v).__name__ for k, v in s.attributes.items()})
+                  for n, s in spans]))
+"""
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=120
+    )
+    ((name, attributes, kinds),) = json.loads(out.stdout)
+    assert name == "guard_plugins.check"
+    assert kinds["guard_plugins.hook"] == "str"  # the hook's value, not the enum member
+    assert attributes["guard_plugins.hook"] == "user_input"
+    assert attributes["guard_plugins.backend"] == "function"
+    assert attributes["guard_plugins.action"] == "block"
+    assert attributes["guard_plugins.allowed"] is False
+    assert attributes["guard_plugins.categories"] == ["S1"]
