@@ -15,11 +15,12 @@ import lzma
 import re
 import zlib
 from collections.abc import Callable
+from typing import Final
 
 __all__ = ["BYTE_DECODERS", "MAX_DECODED", "as_text", "decode_codec", "rot13", "unhex"]
 
-MAX_DECODED = 1_000_000
-_HEX_NOISE = re.compile(r"\\x|0x|[\s:,]")
+MAX_DECODED: Final = 1_000_000
+_HEX_NOISE: Final = re.compile(r"\\x|0x|[\s:,]")
 
 
 def _bounded(fn: Callable[[bytes], bytes]) -> Callable[[bytes], bytes | None]:
@@ -57,7 +58,7 @@ def unhex_bytes(data: bytes) -> bytes:
     return bytes.fromhex(_HEX_NOISE.sub("", data.decode("ascii")))
 
 
-BYTE_DECODERS: dict[str, Callable[[bytes], bytes | None]] = {
+BYTE_DECODERS: Final[dict[str, Callable[[bytes], bytes | None]]] = {
     "base64": _bounded(_b64),
     "base32": _bounded(lambda d: base64.b32decode(re.sub(rb"\s", b"", d), casefold=True)),
     "base16": _bounded(lambda d: base64.b16decode(re.sub(rb"\s", b"", d), casefold=True)),
@@ -73,16 +74,16 @@ BYTE_DECODERS: dict[str, Callable[[bytes], bytes | None]] = {
     "quopri": _bounded(binascii.a2b_qp),
 }
 
-_CODEC_ALIASES = {
+_CODEC_ALIASES: Final = {
     "rot13": "rot13", "rot_13": "rot13", "rot-13": "rot13",
     "hex": "hex", "hex_codec": "hex", "base64": "base64", "base_64": "base64",
     "base64_codec": "base64", "zlib": "zlib", "zip": "zlib", "zlib_codec": "zlib",
     "bz2": "bz2", "bz2_codec": "bz2", "uu": "uu", "uu_codec": "uu", "quopri": "quopri",
     "quopri_codec": "quopri",
 }
-_TEXT_ENCODINGS = frozenset({"utf-8", "utf8", "ascii", "latin-1", "latin1", "iso-8859-1",
-                             "utf-16", "utf-16-le", "utf-16-be", "utf-32", "cp1252",
-                             "unicode_escape", "raw_unicode_escape", "utf_8", "us-ascii"})
+_TEXT_ENCODINGS: Final = frozenset({"utf-8", "utf8", "ascii", "latin-1", "latin1", "iso-8859-1",
+                                    "utf-16", "utf-16-le", "utf-16-be", "utf-32", "cp1252",
+                                    "unicode_escape", "raw_unicode_escape", "utf_8", "us-ascii"})
 
 
 def unhex(text: str) -> bytes | None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 __all__ = ["Confidence", "Finding", "Language", "Severity", "Threat", "short_ident"]
 
 Confidence = Literal["high", "low"]
 Language = Literal["python", "shell"]
 
-_IDENT_LIMIT = 40
+_IDENT_LIMIT: Final = 40
 
 
 class Severity(str, enum.Enum):
@@ -59,7 +59,7 @@ class Severity(str, enum.Enum):
         return self.value
 
 
-_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+_RANK: Final = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
 
 
 class Threat(str, enum.Enum):

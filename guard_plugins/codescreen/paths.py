@@ -13,6 +13,7 @@ import enum
 import posixpath
 import re
 from collections.abc import Callable
+from typing import Final
 
 __all__ = [
     "METADATA_HOSTS",
@@ -25,7 +26,7 @@ __all__ = [
     "normalize",
 ]
 
-UNKNOWN = "\x00"
+UNKNOWN: Final = "\x00"
 
 
 class Access(enum.Enum):
@@ -35,11 +36,11 @@ class Access(enum.Enum):
     DELETE_TREE = "delete_tree"
 
 
-_HOME_VAR = re.compile(r"^(?:\$\{?HOME\}?|\$\{?USERPROFILE\}?|~[A-Za-z0-9_.-]*)(?=/|$)")
-_HOME_DIR = re.compile(r"^(?:/root|/home/[^/]+|/Users/[^/]+)(?=/|$)")
-_PROC_PID = re.compile(r"^/proc/(?:\d+|self|\x00|\*|thread-self)/(environ|mem)$")
+_HOME_VAR: Final = re.compile(r"^(?:\$\{?HOME\}?|\$\{?USERPROFILE\}?|~[A-Za-z0-9_.-]*)(?=/|$)")
+_HOME_DIR: Final = re.compile(r"^(?:/root|/home/[^/]+|/Users/[^/]+)(?=/|$)")
+_PROC_PID: Final = re.compile(r"^/proc/(?:\d+|self|\x00|\*|thread-self)/(environ|mem)$")
 
-SYSTEM_ROOTS = frozenset(
+SYSTEM_ROOTS: Final = frozenset(
     {
         "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
         "/opt", "/proc", "/root", "/sbin", "/srv", "/sys", "/usr", "/var", "/usr/bin",
@@ -48,70 +49,70 @@ SYSTEM_ROOTS = frozenset(
     }
 )
 
-_CREDENTIAL_FILES = (
+_CREDENTIAL_FILES: Final = (
     "/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers",
     "/etc/security/opasswd", "/etc/master.passwd",
 )
-_CREDENTIAL_PREFIXES = (
+_CREDENTIAL_PREFIXES: Final = (
     "/var/run/secrets/", "/run/secrets/", "/etc/ssh/ssh_host_", "/etc/kubernetes/admin.conf",
     "/etc/kubernetes/pki/", "/etc/sudoers.d", "/var/lib/kubelet/pki",
 )
-_HOME_CREDENTIALS = (
+_HOME_CREDENTIALS: Final = (
     ".ssh/id_", ".ssh/identity", ".aws/credentials", ".aws/config", ".kube/config",
     ".docker/config.json", ".netrc", ".git-credentials", ".pgpass", ".config/gcloud",
     ".azure/", ".gnupg/", ".password-store", ".vault-token", ".pypirc", ".npmrc",
     ".config/gh/hosts.yml", ".my.cnf", ".mozilla/firefox", ".config/google-chrome",
     ".local/share/keyrings",
 )
-_ESCAPE_MARKERS = (
+_ESCAPE_MARKERS: Final = (
     "docker.sock", "containerd.sock", "crio.sock", "podman.sock", "/proc/1/root", "/proc/1/ns/",
     "/proc/1/cwd", "release_agent", "/proc/sys/kernel/core_pattern",
 )
-_ESCAPE_WRITE_MARKERS = ("notify_on_release",)
-_ESCAPE = re.compile("|".join(map(re.escape, _ESCAPE_MARKERS)))
-_ESCAPE_WRITE = re.compile("|".join(map(re.escape, _ESCAPE_WRITE_MARKERS)))
-_KERNEL_ANY = ("/dev/mem", "/dev/kmem", "/dev/port", "/proc/kcore")
-_SECURITY_TUNABLES = (
+_ESCAPE_WRITE_MARKERS: Final = ("notify_on_release",)
+_ESCAPE: Final = re.compile("|".join(map(re.escape, _ESCAPE_MARKERS)))
+_ESCAPE_WRITE: Final = re.compile("|".join(map(re.escape, _ESCAPE_WRITE_MARKERS)))
+_KERNEL_ANY: Final = ("/dev/mem", "/dev/kmem", "/dev/port", "/proc/kcore")
+_SECURITY_TUNABLES: Final = (
     "/proc/sys/kernel/randomize_va_space", "/sys/fs/selinux/enforce",
     "/proc/sys/kernel/yama/ptrace_scope", "/proc/sys/kernel/kptr_restrict",
     "/proc/sys/kernel/dmesg_restrict",
 )
-_BLOCK_DEVICE = re.compile(
+_BLOCK_DEVICE: Final = re.compile(
     r"^/dev/(?:[shv]d[a-z]|xvd[a-z]|nvme\d|mmcblk\d|disk\d|disk/|dm-\d|mapper/|md\d|rdisk\d)"
 )
-_SYSTEM_FILES = (
+_SYSTEM_FILES: Final = (
     "/etc/passwd", "/etc/shadow", "/etc/gshadow", "/etc/group", "/etc/sudoers",
     "/etc/ld.so.preload", "/etc/ld.so.conf", "/etc/pam.d", "/etc/security/",
     "/etc/ssh/sshd_config", "/etc/hosts", "/etc/nsswitch.conf",
     "/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/", "/lib/", "/lib64/", "/usr/lib/", "/boot/",
 )
-_PERSISTENCE = (
+_PERSISTENCE: Final = (
     "/etc/cron", "/var/spool/cron", "/etc/anacrontab", "/etc/systemd/", "/lib/systemd/system",
     "/usr/lib/systemd/system", "/etc/init.d/", "/etc/rc.local", "/etc/rc", "/etc/profile",
     "/etc/bash.bashrc", "/etc/zsh/", "/etc/environment", "/etc/update-motd.d", "/etc/inittab",
     "/etc/udev/rules.d", "/etc/xdg/autostart", "/Library/LaunchDaemons", "/Library/LaunchAgents",
     "/etc/ssh/sshrc", "/etc/apt/apt.conf.d",
 )
-_HOME_PERSISTENCE = (
+_HOME_PERSISTENCE: Final = (
     ".ssh/authorized_keys", ".ssh/rc", ".config/systemd/user", ".config/autostart",
     "Library/LaunchAgents",
 )
-_PY_PERSISTENCE = re.compile(r"(?:site|dist)-packages/(?:[^/]*\.pth|sitecustomize\.py)$|"
-                             r"(?:^|/)usercustomize\.py$")
-_HOME_RC = (
+_PY_PERSISTENCE: Final = re.compile(r"(?:site|dist)-packages/(?:[^/]*\.pth|sitecustomize\.py)$|"
+                                    r"(?:^|/)usercustomize\.py$")
+_HOME_RC: Final = (
     ".bashrc", ".bash_profile", ".bash_login", ".profile", ".zshrc", ".zprofile", ".zshenv",
     ".zlogin", ".bash_logout", ".config/fish/config.fish", ".cshrc", ".tcshrc", ".kshrc",
 )
-_HISTORY = (".bash_history", ".zsh_history", ".python_history", ".sh_history", ".history",
-            ".mysql_history", ".psql_history", ".lesshst", ".viminfo")
-_LOGS = ("/var/log", "/var/run/utmp", "/run/utmp", "/var/adm", "/var/audit")
+_HISTORY: Final = (".bash_history", ".zsh_history", ".python_history", ".sh_history", ".history",
+                   ".mysql_history", ".psql_history", ".lesshst", ".viminfo")
+_LOGS: Final = ("/var/log", "/var/run/utmp", "/run/utmp", "/var/adm", "/var/audit")
 
-METADATA_HOSTS = (
+METADATA_HOSTS: Final = (
     r"169\.254\.169\.254|metadata\.google\.internal|fd00:ec2::254|169\.254\.170\.2|"
     r"100\.100\.100\.200|metadata\.azure\.com|2852039166|0xa9fea9fe|0251\.0376\.0251\.0376|"
     r"a9fe:a9fe"
 )
-_METADATA = re.compile(METADATA_HOSTS, re.IGNORECASE)
+_METADATA: Final = re.compile(METADATA_HOSTS, re.IGNORECASE)
 
 
 def normalize(raw: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import shlex
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from guard_plugins.codescreen.findings import Severity
 from guard_plugins.codescreen.paths import UNKNOWN as UNKNOWN_TEXT
@@ -24,57 +24,68 @@ if TYPE_CHECKING:
 
 __all__ = ["MEMORY_LIMIT", "SnippetState", "check_call"]
 
-MEMORY_LIMIT = 10**9
-_EXEC = frozenset({"exec", "eval", "compile", "execfile"})
-_RESOLVERS = frozenset({"__import__", "importlib.import_module", "importlib.__import__",
-                        "getattr"})
-_DESERIALIZE = frozenset({"pickle.loads", "cPickle.loads", "_pickle.loads", "dill.loads",
-                          "marshal.loads", "yaml.unsafe_load", "jsonpickle.decode",
-                          "cloudpickle.loads", "joblib.load", "pickle.load", "torch.load"})
-_CODE_OBJECTS = frozenset({"marshal.loads", "types.CodeType", "types.FunctionType"})
-_SHELL_STRING = frozenset({"os.system", "os.popen", "os.popen2", "os.popen3", "os.popen4",
-                           "subprocess.getoutput", "subprocess.getstatusoutput", "platform.popen",
-                           "asyncio.create_subprocess_shell", "pexpect.run", "pexpect.spawn",
-                           "asyncio.subprocess.create_subprocess_shell", "pexpect.spawnu"})
-_SUBPROCESS = frozenset({"subprocess.run", "subprocess.call", "subprocess.check_call",
-                         "subprocess.check_output", "subprocess.Popen", "pty.spawn",
-                         "asyncio.create_subprocess_exec", "sh.Command",
-                         "asyncio.subprocess.create_subprocess_exec"})
-_EXEC_ARGV = {"os.execv": 1, "os.execve": 1, "os.execvp": 1, "os.execvpe": 1, "os.spawnv": 2,
-              "os.spawnve": 2, "os.spawnvp": 2, "os.spawnvpe": 2, "os.posix_spawn": 1,
-              "os.posix_spawnp": 1}
-_EXEC_VARARGS = {"os.execl": 1, "os.execle": 1, "os.execlp": 1, "os.execlpe": 1, "os.spawnl": 2,
-                 "os.spawnle": 2, "os.spawnlp": 2, "os.spawnlpe": 2}
-_SETUID = frozenset({"os.setuid", "os.setgid", "os.seteuid", "os.setegid", "os.setreuid",
-                     "os.setregid", "os.setresuid", "os.setresgid", "os.setgroups"})
-_LIBC = {"ptrace": "PTRACE", "process_vm_writev": "PTRACE", "init_module": "KERNEL",
-         "finit_module": "KERNEL", "delete_module": "KERNEL", "mount": "CONTAINER-ESCAPE",
-         "umount": "CONTAINER-ESCAPE", "umount2": "CONTAINER-ESCAPE", "unshare": "NAMESPACE",
-         "setns": "NAMESPACE", "pivot_root": "NAMESPACE", "chroot": "NAMESPACE",
-         "setuid": "SETUID", "setresuid": "SETUID", "setreuid": "SETUID", "setgid": "SETUID",
-         "reboot": "HOST-DISRUPT", "capset": "SETUID"}
-_SYSCALLS = {101: "PTRACE", 175: "KERNEL", 313: "KERNEL", 165: "CONTAINER-ESCAPE",
-             272: "NAMESPACE", 308: "NAMESPACE", 155: "NAMESPACE", 161: "NAMESPACE",
-             105: "SETUID", 117: "SETUID", 169: "HOST-DISRUPT", 310: "PTRACE"}
-_ALLOCATORS = frozenset({"bytearray", "bytes", "os.urandom", "numpy.zeros", "numpy.ones",
-                         "numpy.empty", "numpy.full", "numpy.random.rand", "numpy.random.random",
-                         "numpy.arange", "mmap.mmap", "list", "tuple", "set", "sorted",
-                         "numpy.random.randn", "torch.zeros", "torch.ones", "torch.empty",
-                         "torch.randn", "array.array", "numpy.ndarray"})
-_NET_PREFIXES = ("requests.", "httpx.", "urllib.request.urlopen", "urllib.request.Request",
-                 "urllib3.", "http.client.", "aiohttp.", "smtplib.", "ftplib.", "socket.",
-                 "paramiko.", "websocket.", "websockets.", "telnetlib.", "pycurl.",
-                 "xmlrpc.client.", "boto3.", "urllib.urlopen", "urllib2.", "dns.resolver.")
-_NET_METHODS = frozenset({"send", "sendall", "sendto", "sendmail", "send_message", "upload_file",
-                          "put_object", "storbinary", "urlopen", "sendfile"})
-_ENV_PROPAGATORS = frozenset({"dict", "list", "tuple", "sorted", "set", "copy.copy", "len",
-                              "copy.deepcopy", "os.environ.copy", "os.environ.items",
-                              "os.environ.keys", "os.environ.values", "dict.items", "iter",
-                              "enumerate", "zip"})
+# `ast` node classes as module constants: compiled by mypyc, each is a C static rather than
+# an attribute lookup on the `ast` module at every use.
+_Attribute: Final = ast.Attribute
+_Call: Final = ast.Call
+_List: Final = ast.List
+_Name: Final = ast.Name
+_Starred: Final = ast.Starred
+_Tuple: Final = ast.Tuple
+
+MEMORY_LIMIT: Final = 10**9
+_EXEC: Final = frozenset({"exec", "eval", "compile", "execfile"})
+_RESOLVERS: Final = frozenset({"__import__", "importlib.import_module", "importlib.__import__",
+                               "getattr"})
+_DESERIALIZE: Final = frozenset({"pickle.loads", "cPickle.loads", "_pickle.loads", "dill.loads",
+                                 "marshal.loads", "yaml.unsafe_load", "jsonpickle.decode",
+                                 "cloudpickle.loads", "joblib.load", "pickle.load", "torch.load"})
+_CODE_OBJECTS: Final = frozenset({"marshal.loads", "types.CodeType", "types.FunctionType"})
+_SHELL_STRING: Final = frozenset({"os.system", "os.popen", "os.popen2", "os.popen3", "os.popen4",
+                                  "subprocess.getoutput", "subprocess.getstatusoutput",
+                                  "platform.popen", "asyncio.create_subprocess_shell",
+                                  "pexpect.run", "pexpect.spawn",
+                                  "asyncio.subprocess.create_subprocess_shell", "pexpect.spawnu"})
+_SUBPROCESS: Final = frozenset({"subprocess.run", "subprocess.call", "subprocess.check_call",
+                                "subprocess.check_output", "subprocess.Popen", "pty.spawn",
+                                "asyncio.create_subprocess_exec", "sh.Command",
+                                "asyncio.subprocess.create_subprocess_exec"})
+_EXEC_ARGV: Final = {"os.execv": 1, "os.execve": 1, "os.execvp": 1, "os.execvpe": 1, "os.spawnv": 2,
+                     "os.spawnve": 2, "os.spawnvp": 2, "os.spawnvpe": 2, "os.posix_spawn": 1,
+                     "os.posix_spawnp": 1}
+_EXEC_VARARGS: Final = {"os.execl": 1, "os.execle": 1, "os.execlp": 1, "os.execlpe": 1,
+                        "os.spawnl": 2, "os.spawnle": 2, "os.spawnlp": 2, "os.spawnlpe": 2}
+_SETUID: Final = frozenset({"os.setuid", "os.setgid", "os.seteuid", "os.setegid", "os.setreuid",
+                            "os.setregid", "os.setresuid", "os.setresgid", "os.setgroups"})
+_LIBC: Final = {"ptrace": "PTRACE", "process_vm_writev": "PTRACE", "init_module": "KERNEL",
+                "finit_module": "KERNEL", "delete_module": "KERNEL", "mount": "CONTAINER-ESCAPE",
+                "umount": "CONTAINER-ESCAPE", "umount2": "CONTAINER-ESCAPE", "unshare": "NAMESPACE",
+                "setns": "NAMESPACE", "pivot_root": "NAMESPACE", "chroot": "NAMESPACE",
+                "setuid": "SETUID", "setresuid": "SETUID", "setreuid": "SETUID", "setgid": "SETUID",
+                "reboot": "HOST-DISRUPT", "capset": "SETUID"}
+_SYSCALLS: Final = {101: "PTRACE", 175: "KERNEL", 313: "KERNEL", 165: "CONTAINER-ESCAPE",
+                    272: "NAMESPACE", 308: "NAMESPACE", 155: "NAMESPACE", 161: "NAMESPACE",
+                    105: "SETUID", 117: "SETUID", 169: "HOST-DISRUPT", 310: "PTRACE"}
+_ALLOCATORS: Final = frozenset({"bytearray", "bytes", "os.urandom", "numpy.zeros", "numpy.ones",
+                                "numpy.empty", "numpy.full", "numpy.random.rand",
+                                "numpy.random.random", "numpy.arange", "mmap.mmap", "list", "tuple",
+                                "set", "sorted", "numpy.random.randn", "torch.zeros", "torch.ones",
+                                "torch.empty", "torch.randn", "array.array", "numpy.ndarray"})
+_NET_PREFIXES: Final = ("requests.", "httpx.", "urllib.request.urlopen", "urllib.request.Request",
+                        "urllib3.", "http.client.", "aiohttp.", "smtplib.", "ftplib.", "socket.",
+                        "paramiko.", "websocket.", "websockets.", "telnetlib.", "pycurl.",
+                        "xmlrpc.client.", "boto3.", "urllib.urlopen", "urllib2.", "dns.resolver.")
+_NET_METHODS: Final = frozenset({"send", "sendall", "sendto", "sendmail", "send_message",
+                                 "upload_file", "put_object", "storbinary", "urlopen", "sendfile"})
+_ENV_PROPAGATORS: Final = frozenset({"dict", "list", "tuple", "sorted", "set", "copy.copy", "len",
+                                     "copy.deepcopy", "os.environ.copy", "os.environ.items",
+                                     "os.environ.keys", "os.environ.values", "dict.items", "iter",
+                                     "enumerate", "zip"})
 # Handing the environment to a child process is not a dump (os.execve(path, args, env)).
-_CHILD_ENV = ("os.exec", "os.spawn", "os.posix_spawn", "subprocess.", "asyncio.create_subprocess")
-_PUBLIC_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/var/www/", "/srv/", "/usr/share/nginx/")
-_SHELL_NAMES = frozenset({"sh", "bash", "zsh", "dash", "ksh", "ash", "csh", "tcsh", "fish"})
+_CHILD_ENV: Final = ("os.exec", "os.spawn", "os.posix_spawn", "subprocess.",
+                     "asyncio.create_subprocess")
+_PUBLIC_DIRS: Final = ("/tmp/", "/var/tmp/", "/dev/shm/", "/var/www/", "/srv/", "/usr/share/nginx/")
+_SHELL_NAMES: Final = frozenset({"sh", "bash", "zsh", "dash", "ksh", "ash", "csh", "tcsh", "fish"})
 
 
 @dataclass
@@ -111,7 +122,7 @@ def check_call(scan: PythonScanner, call: ast.Call) -> None:
     elif name in _EXEC_ARGV and len(call.args) > _EXEC_ARGV[name]:
         _run_command(scan, call, call.args[_EXEC_ARGV[name]], name)
     elif name in _EXEC_VARARGS and len(call.args) > _EXEC_VARARGS[name]:
-        _run_command(scan, call, ast.List(elts=call.args[_EXEC_VARARGS[name]:]), name)
+        _run_command(scan, call, _List(elts=call.args[_EXEC_VARARGS[name]:]), name)
     elif name.startswith("libc.") and short in _LIBC | {"syscall": ""}:
         _check_libc(scan, call, short)
     elif name in _RESOLVERS:
@@ -127,9 +138,9 @@ def _check_exec(scan: PythonScanner, call: ast.Call, name: str) -> None:
     if not call.args:
         return
     arg, line, scope = call.args[0], call.lineno, scan.scope
-    if isinstance(arg, ast.Name) and scope.aliases.get(arg.id, "").startswith("compile("):
+    if isinstance(arg, _Name) and scope.aliases.get(arg.id, "").startswith("compile("):
         return
-    inner = [scope.qualname(c.func) for c in ast.walk(arg) if isinstance(c, ast.Call)]
+    inner = [scope.qualname(c.func) for c in ast.walk(arg) if isinstance(c, _Call)]
     if any(q in _CODE_OBJECTS for q in inner):
         scan.report("OBFUSCATED-EXEC", line, "serialized code object")
         return
@@ -147,7 +158,7 @@ def _check_exec(scan: PythonScanner, call: ast.Call, name: str) -> None:
         scan.nested(text, "python", line)
         return
     decoded = any(q and q.endswith(("decode", "decompress", "fromhex", "unhexlify"))
-                  for q in inner) or any(isinstance(c, ast.Attribute) and c.attr == "decode"
+                  for q in inner) or any(isinstance(c, _Attribute) and c.attr == "decode"
                                          for c in ast.walk(arg))
     if decoded:
         scan.report("OBFUSCATED-EXEC", line, f"{name} of decoded data")
@@ -164,7 +175,7 @@ def _reads_downloaded(scan: PythonScanner, node: ast.expr) -> bool:
     if not scan.state.downloaded:
         return False
     for sub in ast.walk(node):
-        if isinstance(sub, ast.Call) and sub.args:
+        if isinstance(sub, _Call) and sub.args:
             path = text_of(scan, sub.args[0]) or ""
             if path.rsplit("/", 1)[-1] in scan.state.downloaded:
                 return True
@@ -187,7 +198,7 @@ def _check_deserialize(scan: PythonScanner, call: ast.Call, name: str) -> None:
 def _argvtext_of(scan: PythonScanner, node: ast.expr) -> str | None:
     """A command as one shell line: strings as they are, argv lists quoted back together."""
     elts: list[ast.expr] | None = None
-    if isinstance(node, (ast.List, ast.Tuple)):
+    if isinstance(node, (_List, _Tuple)):
         elts = list(node.elts)
     else:
         value = scan.scope.ev.value(node)
@@ -196,7 +207,7 @@ def _argvtext_of(scan: PythonScanner, node: ast.expr) -> str | None:
         return text_of(scan, node)
     words: list[str] = []
     for elt in elts:
-        if isinstance(elt, ast.Starred):
+        if isinstance(elt, _Starred):
             words.append(UNKNOWN_TEXT)
         elif scan.scope.qualname(elt) == "sys.executable":
             words.append("python3")
@@ -228,7 +239,7 @@ def _run_command(scan: PythonScanner, call: ast.Call, arg: ast.expr, name: str) 
 
 def _mentions_socket(scan: PythonScanner, node: ast.expr) -> bool:
     for sub in ast.walk(node):
-        if isinstance(sub, (ast.Name, ast.Attribute, ast.Call)):
+        if isinstance(sub, (_Name, _Attribute, _Call)):
             name = scan.scope.qualname(sub) or ""
             if name.startswith("socket.") or name.endswith(".accept()"):
                 return True

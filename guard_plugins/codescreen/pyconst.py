@@ -15,6 +15,7 @@ import math
 import operator
 import re
 from collections.abc import Callable
+from typing import Final
 
 from guard_plugins.codescreen.pydecode import (
     KNOWN_FUNCTIONS,
@@ -33,23 +34,51 @@ from guard_plugins.codescreen.pyvalues import (
 
 __all__ = ["Evaluator"]
 
-_MAX_DEPTH = 60
-_MAX_NODES = 20_000
-_MAX_INT_BITS = 4096
-_MAX_REENTRY = 8
+# `ast` node classes as module constants: compiled by mypyc, each is a C static rather than
+# an attribute lookup on the `ast` module at every use.
+_Add: Final = ast.Add
+_Attribute: Final = ast.Attribute
+_BinOp: Final = ast.BinOp
+_Call: Final = ast.Call
+_Constant: Final = ast.Constant
+_Div: Final = ast.Div
+_FormattedValue: Final = ast.FormattedValue
+_GeneratorExp: Final = ast.GeneratorExp
+_Invert: Final = ast.Invert
+_JoinedStr: Final = ast.JoinedStr
+_LShift: Final = ast.LShift
+_List: Final = ast.List
+_ListComp: Final = ast.ListComp
+_Mod: Final = ast.Mod
+_Mult: Final = ast.Mult
+_Name: Final = ast.Name
+_Pow: Final = ast.Pow
+_Slice: Final = ast.Slice
+_Starred: Final = ast.Starred
+_Subscript: Final = ast.Subscript
+_Tuple: Final = ast.Tuple
+_UAdd: Final = ast.UAdd
+_USub: Final = ast.USub
+_UnaryOp: Final = ast.UnaryOp
+
+_MAX_DEPTH: Final = 60
+_MAX_NODES: Final = 20_000
+_MAX_INT_BITS: Final = 4096
+_MAX_REENTRY: Final = 8
 
 
-_MODULE_CONSTANTS: dict[str, object] = {
+_MODULE_CONSTANTS: Final[dict[str, object]] = {
     "os.sep": "/", "os.path.sep": "/", "os.curdir": ".", "os.pardir": "..", "os.linesep": "\n",
     "os.devnull": "/dev/null", "sys.executable": "python3",
 }
-_CONSTANT_ATTRS = frozenset(name.rsplit(".", 1)[-1] for name in _MODULE_CONSTANTS)
-_BINOPS: dict[type[ast.operator], Callable[[object, object], object]] = {
+_CONSTANT_ATTRS: Final = frozenset(name.rsplit(".", 1)[-1] for name in _MODULE_CONSTANTS)
+_BINOPS: Final[dict[type[ast.operator], Callable[[object, object], object]]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod, ast.BitOr: operator.or_, ast.BitAnd: operator.and_,
     ast.BitXor: operator.xor, ast.RShift: operator.rshift, ast.Div: operator.truediv,
 }
-_SAFE_PERCENT = re.compile(r"%(?:\([^)]{0,40}\))?[-#0 +]*(?:\d{0,3})?(?:\.\d{0,3})?[sdirxXoc%]")
+_SAFE_PERCENT: Final = re.compile(
+    r"%(?:\([^)]{0,40}\))?[-#0 +]*(?:\d{0,3})?(?:\.\d{0,3})?[sdirxXoc%]")
 
 
 class Evaluator:
@@ -113,60 +142,60 @@ class Evaluator:
             return UNKNOWN
         d = depth + 1
         cls = type(node)  # parsed nodes are never subclassed: dispatch on the exact type
-        if cls is ast.Constant:
+        if cls is _Constant:
             value = node.value  # type: ignore[attr-defined]
             return value if isinstance(value, (str, bytes, int, float)) else UNKNOWN
-        if cls is ast.Name:
+        if cls is _Name:
             name = node.id  # type: ignore[attr-defined]
             for scope in reversed(self._scopes):
                 if name in scope:
                     return scope[name]
             return self.lookup(name)
-        if cls is ast.Attribute:
-            assert isinstance(node, ast.Attribute)
+        if cls is _Attribute:
+            assert isinstance(node, _Attribute)
             if node.attr not in _CONSTANT_ATTRS:
                 return UNKNOWN
             return _MODULE_CONSTANTS.get(self.qualname(node) or "", UNKNOWN)
-        if cls is ast.Call:
-            assert isinstance(node, ast.Call)
+        if cls is _Call:
+            assert isinstance(node, _Call)
             return self._call(node, d)
-        if cls is ast.JoinedStr:
-            assert isinstance(node, ast.JoinedStr)
+        if cls is _JoinedStr:
+            assert isinstance(node, _JoinedStr)
             return self._fstring(node, d)
-        if cls is ast.Tuple or cls is ast.List:
-            assert isinstance(node, (ast.Tuple, ast.List))
+        if cls is _Tuple or cls is _List:
+            assert isinstance(node, (_Tuple, _List))
             if len(node.elts) > MAX_ITEMS:
                 return UNKNOWN
             items = tuple(self._eval(e, d) for e in node.elts)
             return UNKNOWN if any(i is UNKNOWN for i in items) else items
-        if cls is ast.BinOp:
-            assert isinstance(node, ast.BinOp)
+        if cls is _BinOp:
+            assert isinstance(node, _BinOp)
             return self._binop(node, d)
-        if cls is ast.UnaryOp:
-            assert isinstance(node, ast.UnaryOp)
+        if cls is _UnaryOp:
+            assert isinstance(node, _UnaryOp)
             operand = self._eval(node.operand, d)
-            if isinstance(node.op, ast.USub) and isinstance(operand, (int, float)):
+            if isinstance(node.op, _USub) and isinstance(operand, (int, float)):
                 return -operand
-            if isinstance(node.op, ast.UAdd) and isinstance(operand, (int, float)):
+            if isinstance(node.op, _UAdd) and isinstance(operand, (int, float)):
                 return operand
-            if isinstance(node.op, ast.Invert) and isinstance(operand, int):
+            if isinstance(node.op, _Invert) and isinstance(operand, int):
                 return ~operand
             return UNKNOWN
-        if cls is ast.Subscript:
-            assert isinstance(node, ast.Subscript)
+        if cls is _Subscript:
+            assert isinstance(node, _Subscript)
             return self._subscript(node, d)
-        if cls is ast.ListComp or cls is ast.GeneratorExp:
-            assert isinstance(node, (ast.ListComp, ast.GeneratorExp))
+        if cls is _ListComp or cls is _GeneratorExp:
+            assert isinstance(node, (_ListComp, _GeneratorExp))
             return self._comprehension(node, d)
         return UNKNOWN
 
     def _fstring(self, node: ast.JoinedStr, d: int) -> object:
         parts: list[str] = []
         for part in node.values:
-            if isinstance(part, ast.Constant) and isinstance(part.value, str):
+            if isinstance(part, _Constant) and isinstance(part.value, str):
                 parts.append(part.value)
                 continue
-            if not isinstance(part, ast.FormattedValue) or part.format_spec is not None:
+            if not isinstance(part, _FormattedValue) or part.format_spec is not None:
                 return UNKNOWN
             value = self._eval(part.value, d)
             if isinstance(value, PathValue):
@@ -183,23 +212,23 @@ class Evaluator:
         if left is UNKNOWN or right is UNKNOWN:
             return UNKNOWN
         op = node.op
-        if isinstance(op, ast.Mult):
+        if isinstance(op, _Mult):
             return self._multiply(left, right)
-        if isinstance(op, ast.Pow):
+        if isinstance(op, _Pow):
             return _power(left, right)
-        if isinstance(op, ast.LShift):
+        if isinstance(op, _LShift):
             if isinstance(left, int) and isinstance(right, int) and right >= 0:
                 return left << right if right <= _MAX_INT_BITS else Huge(1 << 62)
             return UNKNOWN
-        if isinstance(op, ast.Div) and isinstance(left, PathValue):
+        if isinstance(op, _Div) and isinstance(left, PathValue):
             if isinstance(right, str):
                 return PathValue(left.path.rstrip("/") + "/" + right)
             return UNKNOWN
-        if isinstance(op, ast.Add) and (isinstance(left, Huge) or isinstance(right, Huge)):
+        if isinstance(op, _Add) and (isinstance(left, Huge) or isinstance(right, Huge)):
             return Huge((size_of(left) or 0) + (size_of(right) or 0))
         if isinstance(left, (Huge, PathValue)) or isinstance(right, (Huge, PathValue)):
             return UNKNOWN
-        if isinstance(op, ast.Mod) and isinstance(left, str):
+        if isinstance(op, _Mod) and isinstance(left, str):
             if _SAFE_PERCENT.sub("", left).count("%"):
                 return UNKNOWN
             if any(len(m.group(0)) > 12 for m in _SAFE_PERCENT.finditer(left)):
@@ -207,7 +236,7 @@ class Evaluator:
         fn = _BINOPS.get(type(op))
         if fn is None:
             return UNKNOWN
-        if isinstance(op, ast.Add):
+        if isinstance(op, _Add):
             sizes = (size_of(left) or 0) + (size_of(right) or 0)
             if sizes > MAX_BUILD:
                 return Huge(sizes)
@@ -243,7 +272,7 @@ class Evaluator:
         if not isinstance(base, (str, bytes, tuple)):
             return UNKNOWN
         index = node.slice
-        if isinstance(index, ast.Slice):
+        if isinstance(index, _Slice):
             parts: list[int | None] = []
             for part in (index.lower, index.upper, index.step):
                 bound = None if part is None else self._eval(part, d)
@@ -261,10 +290,10 @@ class Evaluator:
         if len(node.generators) != 1:
             return UNKNOWN
         gen = node.generators[0]
-        if not isinstance(gen.target, ast.Name) or gen.is_async:
+        if not isinstance(gen.target, _Name) or gen.is_async:
             return UNKNOWN
         iterable = self._eval(gen.iter, d)
-        if isinstance(gen.iter, ast.Call) and isinstance(iterable, tuple) and (
+        if isinstance(gen.iter, _Call) and isinstance(iterable, tuple) and (
                 self.qualname(gen.iter.func) in ("range", "builtins.range")):
             # Only the size of a range matters (memory bombs), not its items.
             return self._sized(node, gen.target.id, iterable, d)
@@ -291,7 +320,7 @@ class Evaluator:
     def _sized(self, node: ast.ListComp | ast.GeneratorExp, target: str,
                items: tuple[object, ...], d: int) -> object:
         """A comprehension over a range: Huge when items × element size is enormous."""
-        if not items or isinstance(node, ast.GeneratorExp):
+        if not items or isinstance(node, _GeneratorExp):
             return UNKNOWN
         self._scopes.append({target: items[0]})
         try:
@@ -302,11 +331,11 @@ class Evaluator:
         return Huge(total) if total > MAX_BUILD else UNKNOWN
 
     def _call(self, node: ast.Call, d: int) -> object:
-        if any(isinstance(a, ast.Starred) for a in node.args) or any(
+        if any(isinstance(a, _Starred) for a in node.args) or any(
                 k.arg is None for k in node.keywords):
             return UNKNOWN
         func = node.func
-        if isinstance(func, ast.Attribute) and func.attr in KNOWN_METHODS:
+        if isinstance(func, _Attribute) and func.attr in KNOWN_METHODS:
             name = self.qualname(func)
             module_call = name is not None and "()" not in name and _is_module_path(name)
             receiver = UNKNOWN if module_call else self._eval(func.value, d)
@@ -318,7 +347,7 @@ class Evaluator:
         if name is None or name.removeprefix("builtins.") not in KNOWN_FUNCTIONS:
             return UNKNOWN
         if name in ("map", "builtins.map") and len(node.args) == 2 and isinstance(
-                node.args[0], ast.Name):
+                node.args[0], _Name):
             items = self._eval(node.args[1], d)
             return call_builtin("map", [node.args[0].id, items], {}, self.flags)
         args = [self._eval(a, d) for a in node.args]

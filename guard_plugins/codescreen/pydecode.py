@@ -11,6 +11,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable
+from typing import Final
 
 from guard_plugins.codescreen.decoders import BYTE_DECODERS, as_text, decode_codec, rot13
 from guard_plugins.codescreen.pyvalues import (
@@ -24,7 +25,7 @@ from guard_plugins.codescreen.pyvalues import (
 
 __all__ = ["KNOWN_FUNCTIONS", "KNOWN_METHODS", "call_builtin", "call_method"]
 
-_DECODER_CALLS = {
+_DECODER_CALLS: Final = {
     "base64.b64decode": "base64", "base64.standard_b64decode": "base64",
     "base64.urlsafe_b64decode": "base64", "base64.decodebytes": "base64",
     "base64.decodestring": "base64", "binascii.a2b_base64": "base64",
@@ -34,16 +35,16 @@ _DECODER_CALLS = {
     "gzip.decompress": "gzip", "bz2.decompress": "bz2", "lzma.decompress": "lzma",
     "binascii.a2b_uu": "uu", "quopri.decodestring": "quopri",
 }
-KNOWN_FUNCTIONS = frozenset(_DECODER_CALLS) | {
+KNOWN_FUNCTIONS: Final = frozenset(_DECODER_CALLS) | {
     "map", "codecs.decode", "codecs.encode", "chr", "ord", "str", "int", "len", "range", "bytes",
     "bytearray", "reversed", "list", "tuple", "os.path.join", "posixpath.join",
     "os.path.expanduser", "os.path.expandvars", "os.path.normpath", "os.path.abspath",
     "os.path.realpath", "os.fspath", "pathlib.Path", "pathlib.PosixPath", "pathlib.PurePath",
     "pathlib.PurePosixPath", "pathlib.Path.home", "os.getenv", "os.environ.get",
 }
-_HOME_NAMES = {"HOME", "USERPROFILE"}
-_SIMPLE_FORMAT = re.compile(r"\{(\d*)\}")
-_STR_METHODS: dict[str, Callable[..., object]] = {
+_HOME_NAMES: Final = {"HOME", "USERPROFILE"}
+_SIMPLE_FORMAT: Final = re.compile(r"\{(\d*)\}")
+_STR_METHODS: Final[dict[str, Callable[..., object]]] = {
     "lower": str.lower, "upper": str.upper, "strip": str.strip, "lstrip": str.lstrip,
     "rstrip": str.rstrip, "swapcase": str.swapcase, "title": str.title,
     "capitalize": str.capitalize, "casefold": str.casefold,
@@ -164,7 +165,7 @@ def _path_call(name: str, args: list[object]) -> object:
 
 
 # Every method name `call_method` may answer for (any other gives UNKNOWN).
-KNOWN_METHODS = frozenset(_STR_METHODS) | {
+KNOWN_METHODS: Final = frozenset(_STR_METHODS) | {
     "joinpath", "__truediv__", "expanduser", "resolve", "absolute", "home", "join", "decode",
     "hex", "encode", "replace", "format", "split",
 }

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import ast
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from guard_plugins.codescreen.paths import Access
 from guard_plugins.codescreen.pyvalues import PathValue
@@ -19,14 +19,22 @@ if TYPE_CHECKING:
 
 __all__ = ["check_files", "path_receiver", "text_of", "write_target"]
 
-_DELETE = {"os.remove": Access.DELETE, "os.unlink": Access.DELETE, "os.rmdir": Access.DELETE,
-           "os.removedirs": Access.DELETE_TREE, "shutil.rmtree": Access.DELETE_TREE}
-_COPY = frozenset({"shutil.copy", "shutil.copy2", "shutil.copyfile", "shutil.copytree",
-                   "shutil.move", "os.rename", "os.replace", "os.renames", "os.symlink",
-                   "os.link", "shutil.copymode", "shutil.copystat"})
-_MOVES = frozenset({"shutil.move", "os.rename", "os.replace", "os.renames"})
-_WRITE_FIRST = frozenset({"os.chmod", "os.lchmod", "os.chown", "os.lchown", "shutil.chown",
-                          "os.truncate", "os.mknod", "os.utime"})
+# `ast` node classes as module constants: compiled by mypyc, each is a C static rather than
+# an attribute lookup on the `ast` module at every use.
+_Attribute: Final = ast.Attribute
+_BinOp: Final = ast.BinOp
+_Call: Final = ast.Call
+_Div: Final = ast.Div
+_Name: Final = ast.Name
+
+_DELETE: Final = {"os.remove": Access.DELETE, "os.unlink": Access.DELETE, "os.rmdir": Access.DELETE,
+                  "os.removedirs": Access.DELETE_TREE, "shutil.rmtree": Access.DELETE_TREE}
+_COPY: Final = frozenset({"shutil.copy", "shutil.copy2", "shutil.copyfile", "shutil.copytree",
+                          "shutil.move", "os.rename", "os.replace", "os.renames", "os.symlink",
+                          "os.link", "shutil.copymode", "shutil.copystat"})
+_MOVES: Final = frozenset({"shutil.move", "os.rename", "os.replace", "os.renames"})
+_WRITE_FIRST: Final = frozenset({"os.chmod", "os.lchmod", "os.chown", "os.lchown", "shutil.chown",
+                                 "os.truncate", "os.mknod", "os.utime"})
 
 def text_of(scan: PythonScanner, node: ast.expr) -> str | None:
     """The string, bytes or path `node` evaluates to, or its partial text."""
@@ -42,7 +50,7 @@ def path_receiver(scan: PythonScanner, node: ast.expr) -> str | None:
     if isinstance(value, PathValue):
         return value.path
     name = scan.scope.qualname(node) or ""
-    divided = isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+    divided = isinstance(node, _BinOp) and isinstance(node.op, _Div)
     if name.startswith("pathlib.") or divided:
         return scan.scope.partial_text(node)
     return None
@@ -76,14 +84,14 @@ def check_files(scan: PythonScanner, call: ast.Call, name: str) -> None:
         dest = text_of(scan, args[1])
         if dest:
             scan.state.downloaded.add(dest.rsplit("/", 1)[-1])
-    elif isinstance(call.func, ast.Attribute):
+    elif isinstance(call.func, _Attribute):
         _check_path_method(scan, call)
 
 
 def _writes(scan: PythonScanner, call: ast.Call, name: str) -> bool:
     if name == "os.open":
         flags = {n.attr for a in call.args[1:2] for n in ast.walk(a)
-                 if isinstance(n, ast.Attribute)}
+                 if isinstance(n, _Attribute)}
         return bool(flags & {"O_WRONLY", "O_RDWR", "O_APPEND", "O_CREAT", "O_TRUNC"})
     mode_node = call.args[1] if len(call.args) > 1 else next(
         (k.value for k in call.keywords if k.arg == "mode"), None)
@@ -92,7 +100,7 @@ def _writes(scan: PythonScanner, call: ast.Call, name: str) -> bool:
 
 
 def _check_path_method(scan: PythonScanner, call: ast.Call) -> None:
-    assert isinstance(call.func, ast.Attribute)
+    assert isinstance(call.func, _Attribute)
     attr, line = call.func.attr, call.lineno
     if attr not in ("write_text", "write_bytes", "touch", "symlink_to", "hardlink_to", "chmod",
                     "unlink", "rmdir", "rename", "replace", "read_text", "read_bytes", "open"):
@@ -121,12 +129,12 @@ def _check_path_method(scan: PythonScanner, call: ast.Call) -> None:
 def write_target(scan: PythonScanner, call: ast.Call, short: str) -> str | None:
     if short == "dump" and len(call.args) >= 2:
         receiver: ast.expr = call.args[1]
-    elif isinstance(call.func, ast.Attribute):
+    elif isinstance(call.func, _Attribute):
         receiver = call.func.value
     else:
         return None
-    if isinstance(receiver, ast.Name):
+    if isinstance(receiver, _Name):
         return scan.state.file_paths.get(receiver.id)
-    if isinstance(receiver, ast.Call) and receiver.args:
+    if isinstance(receiver, _Call) and receiver.args:
         return text_of(scan, receiver.args[0])
     return path_receiver(scan, receiver)

@@ -25,13 +25,14 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from itertools import accumulate
 from types import ModuleType
+from typing import Final
 
 from guard_plugins.codescreen.paths import METADATA_HOSTS
 
 __all__ = ["INLINE_WORDS", "SECONDARY_TABLES", "Gate", "trigger_words"]
 
 # Names the checks compare inline (not in a module-level table).
-INLINE_WORDS = frozenset({
+INLINE_WORDS: Final = frozenset({
     "__dict__", "argv", "connect_ex", "create_connection", "create_server", "environ",
     "globals", "hardlink_to", "iter", "killpg", "libc", "locals", "modules", "read_bytes",
     "read_text", "repeat", "symlink_to", "syscall", "touch", "urlretrieve", "vars", "while",
@@ -39,27 +40,29 @@ INLINE_WORDS = frozenset({
 })
 # Tables consulted only once another trigger is present (a dynamic lookup, an env taint, an
 # endless loop, a call already checked), or holding no names at all.
-SECONDARY_TABLES = frozenset({
+SECONDARY_TABLES: Final = frozenset({
     "DANGEROUS_MODULES", "_BLOCKING", "_BODY_FIELDS", "_CHILD_ENV", "_CONSTANT_FACTORIES",
     "_ENV_PROPAGATORS", "_ENV_SAFE_ATTRS", "_GROWTH", "_PUBLIC_DIRS", "_SHELL_NAMES",
     "_SCALAR_FIELDS", "_CHILD_FIELDS", "_STR_METHODS",
 })
-_WORD = re.compile(r"[A-Za-z_]\w*")
-_HOT_CHARS = "/~\\%*"
+_WORD: Final = re.compile(r"[A-Za-z_]\w*")
+_HOT_CHARS: Final = "/~\\%*"
 # Every character but [A-Za-z0-9_] and newlines becomes a space: `str.split` then yields the
 # words of each line much faster than `_WORD.findall` (the same words once leading digits go).
-_SEPARATORS = {c: " " for c in range(128) if not (chr(c).isalnum() or chr(c) in "_\n")}
-_DIGITS = "0123456789"
-_OPERATORS = re.compile(r"<<|:=")
-_CONCATENATION = re.compile(r"""['"]\s*\+|['"]\s+[rRbBuUfF]*['"]""")  # "169." + "254…"
-_LONG_NUMBER = re.compile(r"[0-9][0-9_]{5}")
-_RADIX_NUMBER = re.compile(r"0[xXoObB][0-9a-fA-F_]{5}")
-_METADATA = re.compile(METADATA_HOSTS.lower())  # on lowered text: much faster than IGNORECASE
-_METADATA_ANCHORS = ("169.254", "metadata.", "fd00:", "100.100.", "2852039166", "a9fe", "0251.")
-_COMPOUND = frozenset({ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith, ast.Try,
-                       ast.TryStar, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
-                       ast.Match})
-_DECORATED = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef})
+_SEPARATORS: Final = {c: " " for c in range(128) if not (chr(c).isalnum() or chr(c) in "_\n")}
+_DIGITS: Final = "0123456789"
+_OPERATORS: Final = re.compile(r"<<|:=")
+_CONCATENATION: Final = re.compile(r"""['"]\s*\+|['"]\s+[rRbBuUfF]*['"]""")  # "169." + "254…"
+_LONG_NUMBER: Final = re.compile(r"[0-9][0-9_]{5}")
+_RADIX_NUMBER: Final = re.compile(r"0[xXoObB][0-9a-fA-F_]{5}")
+# On lowered text: much faster than IGNORECASE.
+_METADATA: Final = re.compile(METADATA_HOSTS.lower())
+_METADATA_ANCHORS: Final = ("169.254", "metadata.", "fd00:", "100.100.", "2852039166", "a9fe",
+                            "0251.")
+_COMPOUND: Final = frozenset({ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith,
+                              ast.Try, ast.TryStar, ast.FunctionDef, ast.AsyncFunctionDef,
+                              ast.ClassDef, ast.Match})
+_DECORATED: Final = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef})
 
 
 def trigger_words(namespaces: Iterable[ModuleType | Mapping[str, object]]) -> frozenset[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable
+from typing import Final
 
 from guard_plugins.codescreen.paths import UNKNOWN as UNKNOWN_TEXT
 from guard_plugins.codescreen.pyconst import Evaluator
@@ -22,35 +23,61 @@ from guard_plugins.codescreen.pyvalues import UNKNOWN, PathValue, children
 
 __all__ = ["DANGEROUS_MODULES", "IMPORTERS", "INPUT_SOURCES", "NET_METHODS", "NET_SOURCES", "Scope"]
 
-_CANONICAL = {"__builtins__": "builtins", "posix": "os", "nt": "os", "__builtin__": "builtins",
-              "posixpath": "os.path", "_posixsubprocess": "subprocess", "commands": "subprocess"}
-IMPORTERS = {"__import__", "builtins.__import__", "importlib.import_module",
-              "importlib.__import__", "imp.load_module", "importlib.util.find_spec"}
-_CTYPES_LOADERS = {"ctypes.CDLL", "ctypes.cdll.LoadLibrary", "ctypes.PyDLL", "ctypes.LibraryLoader",
-                   "ctypes.cdll", "ctypes.CDLL.LoadLibrary", "ctypes.pydll.LoadLibrary"}
-DANGEROUS_MODULES = frozenset({"os", "subprocess", "pty", "socket", "ctypes", "shutil",
-                               "builtins", "importlib", "sys", "multiprocessing", "marshal",
-                               "pickle", "pexpect", "asyncio.subprocess", "platform", "posix"})
-_DANGEROUS_ATTRS = frozenset({"exec", "eval", "compile", "system", "popen", "Popen", "fork", "run",
-                              "call", "check_output", "check_call", "getoutput", "spawn", "execv",
-                              "execve", "execl", "execvp", "rmtree", "remove", "unlink", "setuid",
-                              "dup2", "connect", "socket", "loads", "__import__", "import_module",
-                              "getattr", "open", "kill", "chmod", "environ"})
-NET_SOURCES = ("requests.", "httpx.", "urllib.request.urlopen", "urllib3.", "http.client.",
-                "aiohttp.", "urllib.urlopen", "urllib2.urlopen", "socket.", "websocket.",
-                "paramiko.", "telnetlib.", "ftplib.", "pycurl.")
-NET_METHODS = frozenset({"recv", "recvfrom", "recv_into", "recvmsg", "makefile", "urlopen"})
-INPUT_SOURCES = frozenset({"input", "raw_input", "sys.stdin.read", "sys.stdin.readline",
-                            "sys.stdin.readlines", "sys.argv", "fileinput.input"})
-_ENV_SAFE_ATTRS = frozenset({"get", "setdefault", "pop", "__getitem__", "__contains__", "update",
-                             "clear", "putenv", "unsetenv", "__setitem__", "__delitem__"})
-_HOME_SOURCES = frozenset({"pathlib.Path.home", "os.path.expanduser"})
-_PATH_JOINS = frozenset({"os.path.join", "pathlib.Path", "pathlib.PurePath", "os.path.expanduser",
-                         "os.path.abspath", "os.path.realpath"})
-_REFERENCES = (ast.Name, ast.Attribute, ast.Call, ast.Subscript)
-_FOLDABLE = {ast.Constant, ast.Name, ast.JoinedStr, ast.BinOp, ast.UnaryOp, ast.Tuple, ast.List,
-             ast.Subscript, ast.ListComp, ast.GeneratorExp, ast.Call}
-_PARTIAL = {ast.JoinedStr, ast.BinOp, ast.Call, ast.Subscript}
+# `ast` node classes as module constants: compiled by mypyc, each is a C static rather than
+# an attribute lookup on the `ast` module at every use.
+_Add: Final = ast.Add
+_Attribute: Final = ast.Attribute
+_BinOp: Final = ast.BinOp
+_Call: Final = ast.Call
+_Compare: Final = ast.Compare
+_Constant: Final = ast.Constant
+_Div: Final = ast.Div
+_FormattedValue: Final = ast.FormattedValue
+_Import: Final = ast.Import
+_JoinedStr: Final = ast.JoinedStr
+_List: Final = ast.List
+_Mod: Final = ast.Mod
+_Name: Final = ast.Name
+_Starred: Final = ast.Starred
+_Subscript: Final = ast.Subscript
+_Tuple: Final = ast.Tuple
+_expr: Final = ast.expr
+_keyword: Final = ast.keyword
+
+_CANONICAL: Final = {"__builtins__": "builtins", "posix": "os", "nt": "os",
+                     "__builtin__": "builtins", "posixpath": "os.path",
+                     "_posixsubprocess": "subprocess", "commands": "subprocess"}
+IMPORTERS: Final = {"__import__", "builtins.__import__", "importlib.import_module",
+                     "importlib.__import__", "imp.load_module", "importlib.util.find_spec"}
+_CTYPES_LOADERS: Final = {"ctypes.CDLL", "ctypes.cdll.LoadLibrary", "ctypes.PyDLL",
+                          "ctypes.LibraryLoader", "ctypes.cdll", "ctypes.CDLL.LoadLibrary",
+                          "ctypes.pydll.LoadLibrary"}
+DANGEROUS_MODULES: Final = frozenset({"os", "subprocess", "pty", "socket", "ctypes", "shutil",
+                                      "builtins", "importlib", "sys", "multiprocessing", "marshal",
+                                      "pickle", "pexpect", "asyncio.subprocess", "platform",
+                                      "posix"})
+_DANGEROUS_ATTRS: Final = frozenset({"exec", "eval", "compile", "system", "popen", "Popen", "fork",
+                                     "run", "call", "check_output", "check_call", "getoutput",
+                                     "spawn", "execv", "execve", "execl", "execvp", "rmtree",
+                                     "remove", "unlink", "setuid", "dup2", "connect", "socket",
+                                     "loads", "__import__", "import_module", "getattr", "open",
+                                     "kill", "chmod", "environ"})
+NET_SOURCES: Final = ("requests.", "httpx.", "urllib.request.urlopen", "urllib3.", "http.client.",
+                       "aiohttp.", "urllib.urlopen", "urllib2.urlopen", "socket.", "websocket.",
+                       "paramiko.", "telnetlib.", "ftplib.", "pycurl.")
+NET_METHODS: Final = frozenset({"recv", "recvfrom", "recv_into", "recvmsg", "makefile", "urlopen"})
+INPUT_SOURCES: Final = frozenset({"input", "raw_input", "sys.stdin.read", "sys.stdin.readline",
+                                   "sys.stdin.readlines", "sys.argv", "fileinput.input"})
+_ENV_SAFE_ATTRS: Final = frozenset({"get", "setdefault", "pop", "__getitem__", "__contains__",
+                                    "update", "clear", "putenv", "unsetenv", "__setitem__",
+                                    "__delitem__"})
+_HOME_SOURCES: Final = frozenset({"pathlib.Path.home", "os.path.expanduser"})
+_PATH_JOINS: Final = frozenset({"os.path.join", "pathlib.Path", "pathlib.PurePath",
+                                "os.path.expanduser", "os.path.abspath", "os.path.realpath"})
+_REFERENCES: Final = (ast.Name, ast.Attribute, ast.Call, ast.Subscript)
+_FOLDABLE: Final = {ast.Constant, ast.Name, ast.JoinedStr, ast.BinOp, ast.UnaryOp, ast.Tuple,
+                    ast.List, ast.Subscript, ast.ListComp, ast.GeneratorExp, ast.Call}
+_PARTIAL: Final = {ast.JoinedStr, ast.BinOp, ast.Call, ast.Subscript}
 Report = Callable[[str, int, str], None]
 
 
@@ -92,13 +119,13 @@ class Scope:
 
     def _may_taint(self, node: ast.AST) -> bool:
         cls = type(node)
-        if cls is ast.Name:
-            assert isinstance(node, ast.Name)
+        if cls is _Name:
+            assert isinstance(node, _Name)
             return node.id in self.taints or _maybe_special(node, self.aliases)
-        if cls is ast.Call:
-            assert isinstance(node, ast.Call)
+        if cls is _Call:
+            assert isinstance(node, _Call)
             return bool(self._source_kind(node))
-        return cls is ast.Attribute and getattr(node, "attr", "") in ("environ", "argv")
+        return cls is _Attribute and getattr(node, "attr", "") in ("environ", "argv")
 
     def lookup(self, name: str) -> object:
         return self.consts.get(name, UNKNOWN)
@@ -115,7 +142,7 @@ class Scope:
     def _qualname(self, node: ast.expr, depth: int) -> str | None:
         if depth > 40:
             return None
-        if isinstance(node, ast.Name):
+        if isinstance(node, _Name):
             name = self.aliases.get(node.id, node.id)
             if name == node.id and node.id not in self.aliases and self.star_modules:
                 for module in self.star_modules:
@@ -126,8 +153,8 @@ class Scope:
                 canonical = self._canonical[name] = _canonical(name)
             return canonical
         cls = type(node)  # parsed nodes are never subclassed: dispatch on the exact type
-        if cls is ast.Attribute:
-            assert isinstance(node, ast.Attribute)
+        if cls is _Attribute:
+            assert isinstance(node, _Attribute)
             base = self.qualname(node.value, depth + 1)
             if not base:
                 return None
@@ -136,11 +163,11 @@ class Scope:
             if canonical is None:
                 canonical = self._canonical[full] = _canonical(full)
             return canonical
-        if cls is ast.Call:
-            assert isinstance(node, ast.Call)
+        if cls is _Call:
+            assert isinstance(node, _Call)
             return self._call_qualname(node, depth)
-        if cls is ast.Subscript:
-            assert isinstance(node, ast.Subscript)
+        if cls is _Subscript:
+            assert isinstance(node, _Subscript)
             base = self.qualname(node.value, depth + 1)
             key, hidden = self._computed_name(node.slice)
             if base is None or key is None:
@@ -191,7 +218,7 @@ class Scope:
     # -- bindings -----------------------------------------------------------------------------
 
     def bind_import(self, node: ast.Import | ast.ImportFrom) -> None:
-        if isinstance(node, ast.Import):
+        if isinstance(node, _Import):
             for alias in node.names:
                 if alias.asname:
                     self.aliases[alias.asname] = _canonical(alias.name)
@@ -208,17 +235,17 @@ class Scope:
 
     def bind(self, target: ast.expr, value: ast.expr | None, taint: frozenset[str]) -> None:
         """Record what `target` holds after ``target = value`` (value None: unknown)."""
-        if isinstance(target, (ast.Tuple, ast.List)):
-            values = value.elts if isinstance(value, (ast.Tuple, ast.List)) and len(
+        if isinstance(target, (_Tuple, _List)):
+            values = value.elts if isinstance(value, (_Tuple, _List)) and len(
                 value.elts) == len(target.elts) else [None] * len(target.elts)
             for sub_target, sub_value in zip(target.elts, values, strict=True):
                 sub_taint = self.taint_of(sub_value) if sub_value is not None else taint
                 self.bind(sub_target, sub_value, sub_taint)
             return
-        if isinstance(target, ast.Starred):
+        if isinstance(target, _Starred):
             self.bind(target.value, None, taint)
             return
-        if not isinstance(target, ast.Name):
+        if not isinstance(target, _Name):
             return
         name = target.id
         resolved: str | None = None
@@ -230,7 +257,7 @@ class Scope:
             if cls in _FOLDABLE:
                 constant = self.ev.value(value)
             if constant is UNKNOWN and cls in _PARTIAL and (
-                    not isinstance(value, ast.Call) or self._partial_call(value)):
+                    not isinstance(value, _Call) or self._partial_call(value)):
                 partial = self.partial_text(value)
                 constant = UNKNOWN if partial is None else partial
         for table in (self.aliases, self.consts, self.taints):
@@ -262,19 +289,19 @@ class Scope:
             return value.decode("utf-8", "replace")
         if depth > 20:
             return UNKNOWN_TEXT
-        if isinstance(node, ast.JoinedStr):
+        if isinstance(node, _JoinedStr):
             return "".join(
-                part.value if isinstance(part, ast.Constant) and isinstance(part.value, str)
+                part.value if isinstance(part, _Constant) and isinstance(part.value, str)
                 else self._partial(part.value, depth + 1) or UNKNOWN_TEXT
-                if isinstance(part, ast.FormattedValue) else UNKNOWN_TEXT
+                if isinstance(part, _FormattedValue) else UNKNOWN_TEXT
                 for part in node.values)
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Div, ast.Mod)):
+        if isinstance(node, _BinOp) and isinstance(node.op, (_Add, _Div, _Mod)):
             left = self._partial(node.left, depth + 1) or UNKNOWN_TEXT
             right = self._partial(node.right, depth + 1) or UNKNOWN_TEXT
-            if isinstance(node.op, ast.Mod):
+            if isinstance(node.op, _Mod):
                 return left.replace("%s", right, 1)
-            return left + ("/" if isinstance(node.op, ast.Div) else "") + right
-        if isinstance(node, ast.Call):
+            return left + ("/" if isinstance(node.op, _Div) else "") + right
+        if isinstance(node, _Call):
             func = self.qualname(node.func) or ""
             if (func in _HOME_SOURCES and not node.args) or func == "pathlib.Path.home":
                 return "~"
@@ -282,7 +309,7 @@ class Scope:
                 parts = [self._partial(a, depth + 1) or UNKNOWN_TEXT for a in node.args]
                 return "/".join(p.rstrip("/") if i < len(parts) - 1 else p
                                 for i, p in enumerate(parts))
-        if isinstance(node, ast.Subscript) and self.qualname(node.value) == "os.environ":
+        if isinstance(node, _Subscript) and self.qualname(node.value) == "os.environ":
             key = self.ev.value(node.slice)
             return "~" if key in ("HOME", "USERPROFILE") else UNKNOWN_TEXT
         return UNKNOWN_TEXT
@@ -311,12 +338,12 @@ class Scope:
 
     def _combine(self, node: ast.AST, children: list[ast.AST]) -> frozenset[str]:
         kinds: set[str] = set()
-        if isinstance(node, ast.Name):
+        if isinstance(node, _Name):
             kinds |= self.taints.get(node.id, frozenset())
-        if isinstance(node, ast.Call):
+        if isinstance(node, _Call):
             kinds |= self._source_kind(node)
         elif _maybe_special(node, self.aliases):
-            assert isinstance(node, ast.expr)
+            assert isinstance(node, _expr)
             name = self.qualname(node)
             if name == "os.environ":
                 kinds.add("env")
@@ -342,24 +369,24 @@ class Scope:
 
 
 def _maybe_special(node: ast.AST, aliases: dict[str, str]) -> bool:
-    if isinstance(node, ast.Attribute):
+    if isinstance(node, _Attribute):
         return node.attr in ("environ", "argv")
-    if isinstance(node, ast.Name):
+    if isinstance(node, _Name):
         return node.id in ("environ", "argv") or aliases.get(node.id) in ("os.environ", "sys.argv")
     return False
 
 
 def _shields_environ(parent: ast.AST, child: ast.AST) -> bool:
     """True when `parent` uses one key of the environment `child`, not the whole of it."""
-    if not _maybe_special(child, {}) and not isinstance(child, (ast.Name, ast.Attribute)):
+    if not _maybe_special(child, {}) and not isinstance(child, (_Name, _Attribute)):
         return False
-    if isinstance(parent, ast.Subscript) and parent.value is child:
+    if isinstance(parent, _Subscript) and parent.value is child:
         return True
-    if isinstance(parent, ast.Attribute) and parent.attr in _ENV_SAFE_ATTRS:
+    if isinstance(parent, _Attribute) and parent.attr in _ENV_SAFE_ATTRS:
         return True
-    if isinstance(parent, ast.Compare) and child in parent.comparators:
+    if isinstance(parent, _Compare) and child in parent.comparators:
         return True
-    return isinstance(parent, ast.keyword) and parent.arg == "env"
+    return isinstance(parent, _keyword) and parent.arg == "env"
 
 
 def _canonical(name: str) -> str:

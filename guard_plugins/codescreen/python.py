@@ -15,6 +15,7 @@ import re
 import threading
 import warnings
 from collections.abc import Iterator
+from typing import Final
 
 from guard_plugins.codescreen import pycalls, pyconst, pydecode, pyfiles, pyloops, pyscope
 from guard_plugins.codescreen.context import ScanContext
@@ -30,35 +31,76 @@ from guard_plugins.codescreen.pyvalues import Huge, PathValue, walk
 
 __all__ = ["PythonScanner", "looks_like_shell", "scan_python"]
 
-_PARSE_LOCK = threading.Lock()
-_REPAIR_ATTEMPTS = 12
-_REPAIR_MAX_CHARS = 200_000
-_SHELL_LINE = re.compile(
+# `ast` node classes as module constants: compiled by mypyc, each is a C static rather than
+# an attribute lookup on the `ast` module at every use.
+_AnnAssign: Final = ast.AnnAssign
+_Assign: Final = ast.Assign
+_AsyncFor: Final = ast.AsyncFor
+_AsyncFunctionDef: Final = ast.AsyncFunctionDef
+_AsyncWith: Final = ast.AsyncWith
+_Attribute: Final = ast.Attribute
+_AugAssign: Final = ast.AugAssign
+_BinOp: Final = ast.BinOp
+_Call: Final = ast.Call
+_Constant: Final = ast.Constant
+_ExceptHandler: Final = ast.ExceptHandler
+_Expr: Final = ast.Expr
+_For: Final = ast.For
+_FunctionDef: Final = ast.FunctionDef
+_Import: Final = ast.Import
+_ImportFrom: Final = ast.ImportFrom
+_JoinedStr: Final = ast.JoinedStr
+_List: Final = ast.List
+_ListComp: Final = ast.ListComp
+_Load: Final = ast.Load
+_Mult: Final = ast.Mult
+_Name: Final = ast.Name
+_NamedExpr: Final = ast.NamedExpr
+_Store: Final = ast.Store
+_Subscript: Final = ast.Subscript
+_Try: Final = ast.Try
+_Tuple: Final = ast.Tuple
+_While: Final = ast.While
+_With: Final = ast.With
+_arguments: Final = ast.arguments
+_expr: Final = ast.expr
+_keyword: Final = ast.keyword
+_match_case: Final = ast.match_case
+_stmt: Final = ast.stmt
+_withitem: Final = ast.withitem
+
+_PARSE_LOCK: Final = threading.Lock()
+_REPAIR_ATTEMPTS: Final = 12
+_REPAIR_MAX_CHARS: Final = 200_000
+_SHELL_LINE: Final = re.compile(
     r"^\s*(?:sudo\s+|\$\s+)?(?:ls|cd|rm|cp|mv|cat|echo|curl|wget|apt(?:-get)?|yum|apk|pip3?|npm|"
     r"git|chmod|chown|mkdir|export|bash|sh|nc|ncat|socat|docker|kubectl|systemctl|service|"
     r"crontab|find|grep|sed|awk|tar|unzip|make|dd|mkfs\S*|mount|history|kill|pkill|nohup|"
     r"source|env|printenv|iptables|ufw|setenforce|insmod|modprobe|nsenter|chroot|shred|touch|"
     r"for\s+\w+\s+in|while\s+(?:true|:)|if\s+\[|set\s+[-+]|:\s*\(\)|#!/)(?:\s|$|;|\|)",
 )
-_MAGIC = re.compile(r"^(\s*)(?:(\w+\s*=\s*)?!(.*)|%(?:system|sx)\s(.*)|%.*)$")
-_CELL_SHELL = re.compile(r"^\s*%%(?:bash|sh|script\s+(?:ba)?sh|system)\b[^\n]*\n?")
-_BODY_FIELDS = ("body", "handlers", "orelse", "finalbody", "cases")
-_STRING_BUILDERS = (ast.JoinedStr, ast.BinOp, ast.Tuple, ast.List, ast.Subscript)
-_PATH_BUILDERS = frozenset({"os.path.join", "os.path.expanduser", "pathlib.Path", "str",
-                            "os.path.abspath", "os.path.realpath", "pathlib.Path.home",
-                            "os.path.normpath", "pathlib.PurePath", "os.fspath"})
-_SEQUENCE_NODES = (ast.List, ast.Tuple, ast.ListComp)
-_FULL, _BIND, _SKIP = 0, 1, 2  # analyse every check / record bindings only / nothing to do
-_BINDERS = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.With, ast.AsyncWith)
-_LOOPS = frozenset({ast.While, ast.For, ast.AsyncFor})
-_FUNCTIONS = frozenset({ast.FunctionDef, ast.AsyncFunctionDef})
-_COMPOUND = frozenset({ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith, ast.Try,
-                       ast.TryStar, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
-                       ast.Match})
-_CLIMB_ATTRS = frozenset({"__base__", "__bases__", "__mro__", "__class__"})
-_INTROSPECTION_HIGH = frozenset({"__subclasses__"})
-_INTROSPECTION_LOW = frozenset({"__globals__", "f_globals", "f_builtins", "__builtins__",
-                                "gi_frame", "tb_frame", "f_back"})
+_MAGIC: Final = re.compile(r"^(\s*)(?:(\w+\s*=\s*)?!(.*)|%(?:system|sx)\s(.*)|%.*)$")
+_CELL_SHELL: Final = re.compile(r"^\s*%%(?:bash|sh|script\s+(?:ba)?sh|system)\b[^\n]*\n?")
+_BODY_FIELDS: Final = ("body", "handlers", "orelse", "finalbody", "cases")
+_STRING_BUILDERS: Final = (ast.JoinedStr, ast.BinOp, ast.Tuple, ast.List, ast.Subscript)
+_PATH_BUILDERS: Final = frozenset({"os.path.join", "os.path.expanduser", "pathlib.Path", "str",
+                                   "os.path.abspath", "os.path.realpath", "pathlib.Path.home",
+                                   "os.path.normpath", "pathlib.PurePath", "os.fspath"})
+_SEQUENCE_NODES: Final = (ast.List, ast.Tuple, ast.ListComp)
+# Statement modes: analyse every check / record bindings only / nothing to do.
+_FULL: Final = 0
+_BIND: Final = 1
+_SKIP: Final = 2
+_BINDERS: Final = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.With, ast.AsyncWith)
+_LOOPS: Final = frozenset({ast.While, ast.For, ast.AsyncFor})
+_FUNCTIONS: Final = frozenset({ast.FunctionDef, ast.AsyncFunctionDef})
+_COMPOUND: Final = frozenset({ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith,
+                              ast.Try, ast.TryStar, ast.FunctionDef, ast.AsyncFunctionDef,
+                              ast.ClassDef, ast.Match})
+_CLIMB_ATTRS: Final = frozenset({"__base__", "__bases__", "__mro__", "__class__"})
+_INTROSPECTION_HIGH: Final = frozenset({"__subclasses__"})
+_INTROSPECTION_LOW: Final = frozenset({"__globals__", "f_globals", "f_builtins", "__builtins__",
+                                       "gi_frame", "tb_frame", "f_back"})
 
 
 class PythonScanner:
@@ -91,16 +133,16 @@ class PythonScanner:
         while stack:
             node, after_body, guarded = stack.pop()
             if after_body:
-                assert isinstance(node, (ast.While, ast.For, ast.AsyncFor))
+                assert isinstance(node, (_While, _For, _AsyncFor))
                 self.scope.new_statement()
                 check_loop(self, node, guarded)
                 continue
             cls = type(node)
-            if cls is ast.Import or cls is ast.ImportFrom:
-                assert isinstance(node, (ast.Import, ast.ImportFrom))
+            if cls is _Import or cls is _ImportFrom:
+                assert isinstance(node, (_Import, _ImportFrom))
                 self.scope.bind_import(node)
                 continue
-            if cls is ast.Expr and type(getattr(node, "value", None)) is ast.Constant:
+            if cls is _Expr and type(getattr(node, "value", None)) is _Constant:
                 continue  # a docstring
             if gate is None:
                 self._statement(node, _FULL, None)
@@ -114,7 +156,7 @@ class PythonScanner:
                 continue
             if mode == _FULL and cls in _LOOPS:
                 stack.append((node, True, guarded))
-            inner = guarded or (cls is ast.Try and bool(getattr(node, "handlers", None)))
+            inner = guarded or (cls is _Try and bool(getattr(node, "handlers", None)))
             children = _child_statements(node)
             children.reverse()
             stack.extend([(child, False, inner) for child in children])
@@ -167,12 +209,12 @@ class PythonScanner:
     def _statement(self, node: ast.stmt, mode: int, words: list[str] | None) -> None:
         """Analyse one statement (`words`: those of its header, None when not gated)."""
         if mode == _SKIP:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+            if isinstance(node, (_FunctionDef, _AsyncFunctionDef)) and (
                     self._may_replicate(node)):
                 self.scope.new_statement()
                 check_self_replication(self, node)
             return
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+        if isinstance(node, _Expr) and isinstance(node.value, _Constant):
             return
         if mode == _BIND:
             self.scope.new_statement([])
@@ -189,33 +231,33 @@ class PythonScanner:
         gated = self.gate is not None
         for sub in nodes:
             cls = type(sub)  # parsed nodes are never subclassed: dispatch on the exact type
-            if cls is ast.Name or cls is ast.Constant:
+            if cls is _Name or cls is _Constant:
                 continue
-            if cls is ast.Call:
-                assert isinstance(sub, ast.Call)
+            if cls is _Call:
+                assert isinstance(sub, _Call)
                 if not gated or self._callee_matters(sub.func):
                     check_call(self, sub)
                 if sub.args or sub.keywords:
                     self._argument_paths(sub)
-            elif cls is ast.Attribute:
-                assert isinstance(sub, ast.Attribute)
+            elif cls is _Attribute:
+                assert isinstance(sub, _Attribute)
                 attr = sub.attr
                 if attr in _INTROSPECTION_HIGH and _climbs_to_object(sub.value):
                     self.report("INTROSPECTION", sub.lineno, attr)
                 elif attr in _INTROSPECTION_HIGH or attr in _INTROSPECTION_LOW:
                     self.report("INTROSPECTION", sub.lineno, attr, confidence="low",
                                 severity=Severity.MEDIUM)
-            elif cls is ast.BinOp:
-                assert isinstance(sub, ast.BinOp)
-                if isinstance(sub.op, ast.Mult) and (
+            elif cls is _BinOp:
+                assert isinstance(sub, _BinOp)
+                if isinstance(sub.op, _Mult) and (
                         self._sequence_like(sub.left) or self._sequence_like(sub.right)):
                     self._huge(sub, sub.left, sub.right)
-            elif cls is ast.ListComp:
-                assert isinstance(sub, ast.ListComp)
+            elif cls is _ListComp:
+                assert isinstance(sub, _ListComp)
                 if self._may_be_huge(sub):
                     self._huge(sub)
-            elif cls is ast.NamedExpr:
-                assert isinstance(sub, ast.NamedExpr)
+            elif cls is _NamedExpr:
+                assert isinstance(sub, _NamedExpr)
                 self.scope.bind(sub.target, sub.value, self.scope.taint_of(sub.value))
 
     def _may_replicate(self, node: ast.stmt) -> bool:
@@ -230,19 +272,19 @@ class PythonScanner:
         node = func
         while True:
             cls = type(node)
-            if cls is ast.Attribute:
-                assert isinstance(node, ast.Attribute)
+            if cls is _Attribute:
+                assert isinstance(node, _Attribute)
                 if node.attr in _TRIGGERS:
                     return True
                 node = node.value
-            elif cls is ast.Call:
-                assert isinstance(node, ast.Call)
+            elif cls is _Call:
+                assert isinstance(node, _Call)
                 node = node.func
-            elif cls is ast.Subscript:
-                assert isinstance(node, ast.Subscript)
+            elif cls is _Subscript:
+                assert isinstance(node, _Subscript)
                 node = node.value
-            elif cls is ast.Name:
-                assert isinstance(node, ast.Name)
+            elif cls is _Name:
+                assert isinstance(node, _Name)
                 name = node.id
                 if name in _TRIGGERS or self._mentions_live([name]):
                     return True
@@ -254,20 +296,20 @@ class PythonScanner:
     def _stringish(self, node: ast.expr) -> bool:
         """Could `node` be a path or URL worth classifying? (cheap, syntactic)"""
         cls = type(node)
-        if cls is ast.Constant:
+        if cls is _Constant:
             return isinstance(getattr(node, "value", None), str)
-        if cls is ast.Name:
+        if cls is _Name:
             return getattr(node, "id", "") in self.scope.consts
-        if cls is ast.Call:
+        if cls is _Call:
             return (self.scope.qualname(getattr(node, "func", node)) or "") in _PATH_BUILDERS
         return cls in _STRING_BUILDERS
 
     def _sequence_like(self, node: ast.expr) -> bool:
-        if isinstance(node, ast.Constant):
+        if isinstance(node, _Constant):
             return isinstance(node.value, (str, bytes))
-        if isinstance(node, ast.Name):
+        if isinstance(node, _Name):
             return isinstance(self.scope.consts.get(node.id), (str, bytes, tuple))
-        return isinstance(node, (*_SEQUENCE_NODES, ast.BinOp, ast.JoinedStr))
+        return isinstance(node, (*_SEQUENCE_NODES, _BinOp, _JoinedStr))
 
     def _may_be_huge(self, node: ast.ListComp) -> bool:
         """Only a comprehension over a huge value or a range can fold to `Huge` (`pyconst`)."""
@@ -275,14 +317,14 @@ class PythonScanner:
             return False
         iterable = node.generators[0].iter
         value = self.scope.ev.value(iterable)
-        return isinstance(value, Huge) or (isinstance(iterable, ast.Call) and isinstance(
+        return isinstance(value, Huge) or (isinstance(iterable, _Call) and isinstance(
             value, tuple))
 
     def _huge(self, node: ast.expr, *operands: ast.expr) -> None:
         value = self.scope.ev.value(node)
         if not isinstance(value, Huge) or value.size < MEMORY_LIMIT:
             return
-        if operands and not any(isinstance(op, (ast.List, ast.Tuple, ast.ListComp)) or isinstance(
+        if operands and not any(isinstance(op, (_List, _Tuple, _ListComp)) or isinstance(
                 self.scope.ev.value(op), (str, bytes, tuple, Huge)) for op in operands):
             return
         self.report("MEMORY-BOMB", node.lineno, f"~10^{len(str(value.size)) - 1} elements")
@@ -293,7 +335,7 @@ class PythonScanner:
         if call.keywords:
             args = args + [k.value for k in call.keywords]
         for arg in args:
-            if type(arg) is ast.Constant:
+            if type(arg) is _Constant:
                 value = getattr(arg, "value", None)
                 if not isinstance(value, str) or ("/" not in value and "~" not in value and (
                         not find_metadata_host(value))):
@@ -315,45 +357,45 @@ class PythonScanner:
     def _bindings(self, node: ast.stmt) -> None:
         scope = self.scope
         cls = type(node)
-        if cls is ast.Assign:
-            assert isinstance(node, ast.Assign)
+        if cls is _Assign:
+            assert isinstance(node, _Assign)
             taint = scope.taint_of(node.value)
             for target in node.targets:
                 self._environment_write(target, node.value, node.lineno)
                 scope.bind(target, node.value, taint)
                 self._remember_file(target, node.value)
-        elif cls is ast.Expr:
-            assert isinstance(node, ast.Expr)
-            if type(node.value) is ast.Call:
+        elif cls is _Expr:
+            assert isinstance(node, _Expr)
+            if type(node.value) is _Call:
                 self._mutation(node.value)
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+        elif isinstance(node, _AnnAssign) and node.value is not None:
             scope.bind(node.target, node.value, scope.taint_of(node.value))
-        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
-            combined = ast.BinOp(left=ast.Name(id=node.target.id, ctx=ast.Load()), op=node.op,
+        elif isinstance(node, _AugAssign) and isinstance(node.target, _Name):
+            combined = _BinOp(left=_Name(id=node.target.id, ctx=_Load()), op=node.op,
                                  right=node.value)
             ast.copy_location(combined, node)
             taint = scope.taint_of(node.value) | scope.taints.get(node.target.id, frozenset())
             scope.bind(node.target, combined, taint)
-        elif isinstance(node, (ast.For, ast.AsyncFor)):
+        elif isinstance(node, (_For, _AsyncFor)):
             scope.bind(node.target, None, scope.taint_of(node.iter))
             self._bind_listing(node.target, node.iter)
-        elif isinstance(node, (ast.With, ast.AsyncWith)):
+        elif isinstance(node, (_With, _AsyncWith)):
             for item in node.items:
                 if item.optional_vars is not None:
                     scope.bind(item.optional_vars, item.context_expr,
                                scope.taint_of(item.context_expr))
                     self._remember_file(item.optional_vars, item.context_expr)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        elif isinstance(node, (_FunctionDef, _AsyncFunctionDef)):
             if self._may_replicate(node):
                 check_self_replication(self, node)
             arguments = node.args
             for arg in arguments.posonlyargs + arguments.args + arguments.kwonlyargs:
-                scope.bind(ast.Name(id=arg.arg, ctx=ast.Store()), None, frozenset())
+                scope.bind(_Name(id=arg.arg, ctx=_Store()), None, frozenset())
 
     def _mutation(self, call: ast.Call) -> None:
         """``cmd.append("/")`` on a constant list keeps the constant up to date."""
         func = call.func
-        if not isinstance(func, ast.Attribute) or not isinstance(func.value, ast.Name):
+        if not isinstance(func, _Attribute) or not isinstance(func.value, _Name):
             return
         current = self.scope.consts.get(func.value.id)
         if not isinstance(current, tuple) or func.attr not in ("append", "extend") or (
@@ -369,7 +411,7 @@ class PythonScanner:
 
     def _environment_write(self, target: ast.expr, value: ast.expr, line: int) -> None:
         """``os.environ["HISTFILE"] = "/dev/null"`` switches shell history off."""
-        if not isinstance(target, ast.Subscript) or self.scope.qualname(target.value) != (
+        if not isinstance(target, _Subscript) or self.scope.qualname(target.value) != (
                 "os.environ"):
             return
         key = self.scope.ev.value(target.slice)
@@ -379,7 +421,7 @@ class PythonScanner:
 
     def _bind_listing(self, target: ast.expr, listing: ast.expr) -> None:
         """``for p in glob.glob("/var/log/*")``: `p` is a path under that directory."""
-        if not isinstance(target, ast.Name) or not isinstance(listing, ast.Call):
+        if not isinstance(target, _Name) or not isinstance(listing, _Call):
             return
         func = listing.func
         name = self.scope.qualname(func) or ""
@@ -387,13 +429,13 @@ class PythonScanner:
             pattern = self.scope.partial_text(listing.args[0])
             if pattern:
                 self.scope.consts[target.id] = pattern.replace("*", UNKNOWN_TEXT)
-        elif isinstance(func, ast.Attribute) and func.attr in ("glob", "rglob", "iterdir"):
+        elif isinstance(func, _Attribute) and func.attr in ("glob", "rglob", "iterdir"):
             base = self.scope.ev.value(func.value)
             if isinstance(base, PathValue):
                 self.scope.consts[target.id] = PathValue(f"{base.path}/{UNKNOWN_TEXT}")
 
     def _remember_file(self, target: ast.expr, value: ast.expr) -> None:
-        if isinstance(target, ast.Name) and isinstance(value, ast.Call) and value.args and (
+        if isinstance(target, _Name) and isinstance(value, _Call) and value.args and (
                 self.scope.qualname(value.func) in ("open", "builtins.open", "io.open")):
             path = self.scope.partial_text(value.args[0])
             if path:
@@ -411,9 +453,9 @@ class PythonScanner:
 def _climbs_to_object(node: ast.expr) -> bool:
     """``().__class__.__base__`` / ``object`` / ``x.__mro__[-1]``: the escape gadget's path."""
     for sub in walk(node):
-        if isinstance(sub, ast.Attribute) and sub.attr in _CLIMB_ATTRS:
+        if isinstance(sub, _Attribute) and sub.attr in _CLIMB_ATTRS:
             return True
-        if isinstance(sub, ast.Name) and sub.id == "object":
+        if isinstance(sub, _Name) and sub.id == "object":
             return True
     return False
 
@@ -431,14 +473,14 @@ def _child_statements(node: ast.stmt) -> list[ast.stmt]:
         if not value:
             continue
         for item in value:
-            if isinstance(item, ast.stmt):
+            if isinstance(item, _stmt):
                 out.append(item)
-            elif isinstance(item, (ast.ExceptHandler, ast.match_case)):
+            elif isinstance(item, (_ExceptHandler, _match_case)):
                 out.extend(item.body)
     return out
 
 
-_BODY_FIELDS_OF: dict[type, tuple[str, ...]] = {}
+_BODY_FIELDS_OF: Final[dict[type, tuple[str, ...]]] = {}
 
 
 def _own_fields(cls: type) -> tuple[str, ...]:
@@ -447,7 +489,7 @@ def _own_fields(cls: type) -> tuple[str, ...]:
     return fields
 
 
-_OWN_FIELDS: dict[type, tuple[str, ...]] = {}
+_OWN_FIELDS: Final[dict[type, tuple[str, ...]]] = {}
 
 
 def _own_expressions(node: ast.stmt) -> Iterator[ast.expr]:
@@ -456,33 +498,33 @@ def _own_expressions(node: ast.stmt) -> Iterator[ast.expr]:
         value = getattr(node, field, None)
         items = value if type(value) is list else [value]
         for item in items:
-            if isinstance(item, ast.expr):
+            if isinstance(item, _expr):
                 yield item
-            elif isinstance(item, ast.withitem):
+            elif isinstance(item, _withitem):
                 yield item.context_expr
-            elif isinstance(item, ast.keyword):
+            elif isinstance(item, _keyword):
                 yield item.value
-            elif isinstance(item, ast.ExceptHandler) and item.type is not None:
+            elif isinstance(item, _ExceptHandler) and item.type is not None:
                 yield item.type
-            elif isinstance(item, ast.arguments):
+            elif isinstance(item, _arguments):
                 yield from (d for d in item.defaults + item.kw_defaults if d is not None)
 
 
-_WORD = re.compile(r"[A-Za-z_]\w*")
+_WORD: Final = re.compile(r"[A-Za-z_]\w*")
 # A call needs checking only if its callee mentions one of these (or a bound name); a statement
 # needs analysing if it mentions one of these or a name the constant folder knows.
-_TRIGGERS = INLINE_WORDS | trigger_words((pycalls, pyfiles, pyloops, pyscope, {
+_TRIGGERS: Final = INLINE_WORDS | trigger_words((pycalls, pyfiles, pyloops, pyscope, {
     "_PATH_BUILDERS": _PATH_BUILDERS, "_CLIMB_ATTRS": _CLIMB_ATTRS,
     "_INTROSPECTION_HIGH": _INTROSPECTION_HIGH, "_INTROSPECTION_LOW": _INTROSPECTION_LOW}))
-_REPLICATION_WORDS = trigger_words(({"_FORKS": pyloops.FORKS,
-                                     "_SPAWN_PREFIXES": pyloops.SPAWN_PREFIXES,
-                                     "_SPAWN_CONSTRUCTORS": pyloops.SPAWN_CONSTRUCTORS},))
+_REPLICATION_WORDS: Final = trigger_words(({"_FORKS": pyloops.FORKS,
+                                            "_SPAWN_PREFIXES": pyloops.SPAWN_PREFIXES,
+                                            "_SPAWN_CONSTRUCTORS": pyloops.SPAWN_CONSTRUCTORS},))
 # Folding that cannot make a path, URL or size out of names alone (numbers, case, lengths).
-_NON_PRODUCERS = frozenset({"get", "int", "len", "ord", "range", "reversed", "str"})
-_STATEMENT_TRIGGERS = _TRIGGERS | (trigger_words((pyconst, pydecode)) - _NON_PRODUCERS)
+_NON_PRODUCERS: Final = frozenset({"get", "int", "len", "ord", "range", "reversed", "str"})
+_STATEMENT_TRIGGERS: Final = _TRIGGERS | (trigger_words((pyconst, pydecode)) - _NON_PRODUCERS)
 # Words without which no expression of a statement can carry taint (`Scope.taint_of`): the
 # sources, and the dynamic lookups that may compute a source's name.
-_TAINT_WORDS = frozenset(_WORD.findall(" ".join((
+_TAINT_WORDS: Final = frozenset(_WORD.findall(" ".join((
     *pyscope.NET_SOURCES, *pyscope.NET_METHODS, *pyscope.INPUT_SOURCES, *pyscope.IMPORTERS,
     "environ argv getattr globals locals vars __dict__ modules builtins __builtins__"))))
 

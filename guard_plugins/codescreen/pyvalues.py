@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["MAX_BUILD", "MAX_ITEMS", "UNKNOWN", "Huge", "PathValue", "children", "size_of",
            "walk"]
 
-MAX_BUILD = 1_000_000
-MAX_ITEMS = 100_000
+# `ast` node classes as module constants: compiled by mypyc, each is a C static rather than
+# an attribute lookup on the `ast` module at every use.
+_AST: Final = ast.AST
+_Constant: Final = ast.Constant
+_Name: Final = ast.Name
+
+MAX_BUILD: Final = 1_000_000
+MAX_ITEMS: Final = 100_000
 
 
 class _Unknown:
@@ -21,7 +28,7 @@ class _Unknown:
         return "UNKNOWN"
 
 
-UNKNOWN = _Unknown()
+UNKNOWN: Final = _Unknown()
 
 
 @dataclass(frozen=True)
@@ -47,10 +54,10 @@ def size_of(value: object) -> int | None:
     return None
 
 
-_SCALAR_FIELDS = frozenset({"id", "ctx", "attr", "kind", "arg", "name", "asname", "level",
-                            "module", "is_async", "conversion", "type_comment", "simple", "names",
-                            "n", "s", "tag"})
-_CHILD_FIELDS: dict[type, tuple[str, ...]] = {ast.Constant: ()}
+_SCALAR_FIELDS: Final = frozenset({"id", "ctx", "attr", "kind", "arg", "name", "asname", "level",
+                                   "module", "is_async", "conversion", "type_comment", "simple",
+                                   "names", "n", "s", "tag"})
+_CHILD_FIELDS: Final[dict[type, tuple[str, ...]]] = {ast.Constant: ()}
 
 
 def _child_fields(cls: type) -> tuple[str, ...]:
@@ -70,9 +77,9 @@ def children(node: ast.AST) -> list[ast.AST]:
         value = getattr(node, name, None)
         if type(value) is list:
             for item in value:
-                if isinstance(item, ast.AST):
+                if isinstance(item, _AST):
                     out.append(item)
-        elif isinstance(value, ast.AST):
+        elif isinstance(value, _AST):
             out.append(value)
     return out
 
@@ -82,10 +89,10 @@ def walk(node: ast.AST) -> list[ast.AST]:
     out = [node]
     append = out.append
     fields_of = _CHILD_FIELDS
-    node_type = ast.AST
+    node_type = _AST
     for current in out:  # grows while iterated: breadth first
         cls = type(current)
-        if cls is ast.Name or cls is ast.Constant:  # leaves, but for their context
+        if cls is _Name or cls is _Constant:  # leaves, but for their context
             continue
         fields = fields_of.get(cls)
         if fields is None:

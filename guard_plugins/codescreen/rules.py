@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Final
 
 from guard_plugins.codescreen.findings import Confidence, Severity, Threat
 
 __all__ = ["RULES", "Rule", "get_rule", "rule_table"]
 
 _C, _H, _M, _L = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW
-_T = Threat
+_T: Final = Threat
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Rule:
         return {"PY": "python", "SH": "shell"}.get(self.id.split("-", 1)[0], "any")
 
 
-_SPEC: tuple[tuple[str, str, Threat, Severity, Confidence, str, str], ...] = (
+_SPEC: Final[tuple[tuple[str, str, Threat, Severity, Confidence, str, str], ...]] = (
     # concept, languages, threat, severity, confidence, reason, what it detects
     ("FORKBOMB", "PY SH", _T.RESOURCE_EXHAUSTION, _C, "high",
      "self-replicating process creation (fork bomb)",
@@ -144,7 +145,7 @@ _SPEC: tuple[tuple[str, str, Threat, Severity, Confidence, str, str], ...] = (
      "Python with syntax errors that does not look like shell (recovered lines still scanned)"),
 )
 
-_SCREEN: tuple[tuple[str, Threat, Severity, Confidence, str, str], ...] = (
+_SCREEN: Final[tuple[tuple[str, Threat, Severity, Confidence, str, str], ...]] = (
     ("SCREEN-OVERSIZE", _T.SCREEN_LIMIT, _M, "high",
      "input larger than the screen's limit; only the head was scanned",
      "inputs over 1 MB (scan is bounded; agent code is never this large)"),
@@ -168,7 +169,7 @@ def _build() -> dict[str, Rule]:
     return rules
 
 
-RULES: Mapping[str, Rule] = MappingProxyType(_build())
+RULES: Final[Mapping[str, Rule]] = MappingProxyType(_build())
 
 
 def get_rule(rule_id: str) -> Rule:

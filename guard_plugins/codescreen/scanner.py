@@ -18,7 +18,7 @@ import gc
 import json
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 from guard_plugins.codescreen.context import Limits, ScanContext
 from guard_plugins.codescreen.findings import Finding
@@ -29,12 +29,12 @@ from guard_plugins.errors import ConfigError
 __all__ = ["CODE_KEYS", "LANGUAGES", "normalize_language", "scan", "scan_tool_call",
            "tool_language"]
 
-LANGUAGES: dict[str, str] = {
+LANGUAGES: Final[dict[str, str]] = {
     "python": "python", "py": "python", "python3": "python", "ipython": "python",
     "shell": "shell", "bash": "shell", "sh": "shell", "zsh": "shell", "console": "shell",
     "shell-session": "shell",
 }
-_FENCE = re.compile(r"^\s*```[\w+-]*[^\n]*\n(.*?)(?:\n```\s*$|\Z)", re.DOTALL)
+_FENCE: Final = re.compile(r"^\s*```[\w+-]*[^\n]*\n(.*?)(?:\n```\s*$|\Z)", re.DOTALL)
 
 
 def normalize_language(language: str) -> str:
@@ -90,13 +90,14 @@ def scan(code: str, language: str = "python", *, limits: Limits | None = None,
     return ctx.result()
 
 
-CODE_KEYS = frozenset({"code", "source", "src", "script", "command", "cmd", "commands",
-                       "program", "query", "input", "tool_input", "__arg1", "python_code",
-                       "bash_command", "shell_command", "snippet", "cell", "code_str", "args"})
-_SQL = re.compile(r"sql|database|db_query|query_db", re.IGNORECASE)
-_SHELL = re.compile(r"bash|shell|terminal|command|cmd|console|zsh|(?:^|[^a-z])sh(?:$|[^a-z])",
-                    re.IGNORECASE)
-_MAX_DEPTH = 3
+CODE_KEYS: Final = frozenset({"code", "source", "src", "script", "command", "cmd", "commands",
+                              "program", "query", "input", "tool_input", "__arg1", "python_code",
+                              "bash_command", "shell_command", "snippet", "cell", "code_str",
+                              "args"})
+_SQL: Final = re.compile(r"sql|database|db_query|query_db", re.IGNORECASE)
+_SHELL: Final = re.compile(
+    r"bash|shell|terminal|command|cmd|console|zsh|(?:^|[^a-z])sh(?:$|[^a-z])", re.IGNORECASE)
+_MAX_DEPTH: Final = 3
 
 
 def tool_language(name: str, arguments: Mapping[str, Any] | str | None = None,

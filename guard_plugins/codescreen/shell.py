@@ -14,6 +14,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from guard_plugins.codescreen.context import ScanContext
 from guard_plugins.codescreen.findings import Confidence, Severity
@@ -38,19 +39,20 @@ from guard_plugins.codescreen.shell_parse import (
 
 __all__ = ["SHELLS", "scan_shell"]
 
-SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "ash", "mksh", "rbash", "fish", "tcsh",
-                    "csh", "busybox"})
-_PYTHON = re.compile(r"^(?:python[0-9.]*|pypy[0-9.]*|ipython3?)$")
-_FOREIGN = frozenset({"perl", "ruby", "php", "node", "nodejs", "lua", "deno", "bun", "awk",
-                      "gawk", "tclsh", "osascript", "pwsh", "powershell"})
-_FOREIGN_FLAGS = frozenset({"-e", "-E", "-r", "--eval", "-c", "-Command", "-command"})
-_NET_TOOLS = frozenset({"nc", "ncat", "netcat", "socat", "telnet", "openssl", "ssh", "scp",
-                        "sftp", "ftp", "tftp", "curl", "wget", "mail", "sendmail", "mutt", "http"})
-_PUBLIC_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/var/www/", "/srv/", "/usr/share/nginx/")
-_VARIABLE = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
-_ENV_DUMPERS = frozenset({"env", "printenv"})
-_SAFE_INDEXES = re.compile(r"^https://(?:pypi\.org|files\.pythonhosted\.org|download\.pytorch\."
-                           r"org|pypi\.nvidia\.com|test\.pypi\.org)(?:/|$)")
+SHELLS: Final = frozenset({"sh", "bash", "zsh", "dash", "ksh", "ash", "mksh", "rbash", "fish",
+                           "tcsh", "csh", "busybox"})
+_PYTHON: Final = re.compile(r"^(?:python[0-9.]*|pypy[0-9.]*|ipython3?)$")
+_FOREIGN: Final = frozenset({"perl", "ruby", "php", "node", "nodejs", "lua", "deno", "bun", "awk",
+                             "gawk", "tclsh", "osascript", "pwsh", "powershell"})
+_FOREIGN_FLAGS: Final = frozenset({"-e", "-E", "-r", "--eval", "-c", "-Command", "-command"})
+_NET_TOOLS: Final = frozenset({"nc", "ncat", "netcat", "socat", "telnet", "openssl", "ssh", "scp",
+                               "sftp", "ftp", "tftp", "curl", "wget", "mail", "sendmail", "mutt",
+                               "http"})
+_PUBLIC_DIRS: Final = ("/tmp/", "/var/tmp/", "/dev/shm/", "/var/www/", "/srv/", "/usr/share/nginx/")
+_VARIABLE: Final = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
+_ENV_DUMPERS: Final = frozenset({"env", "printenv"})
+_SAFE_INDEXES: Final = re.compile(r"^https://(?:pypi\.org|files\.pythonhosted\.org|download\.pytorch\."
+                                  r"org|pypi\.nvidia\.com|test\.pypi\.org)(?:/|$)")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from guard_plugins.codescreen.findings import Confidence, Severity
 from guard_plugins.codescreen.paths import UNKNOWN, Access, is_root_like, normalize
@@ -19,7 +19,7 @@ from guard_plugins.codescreen.shell_parse import Command
 
 __all__ = ["CHECKS", "SECURITY_SERVICES", "Invocation", "ShellSink", "split_options"]
 
-SECURITY_SERVICES = frozenset(
+SECURITY_SERVICES: Final = frozenset(
     {
         "auditd", "apparmor", "firewalld", "ufw", "selinux", "falco", "falco-modern-bpf",
         "osqueryd", "wazuh-agent", "ossec", "ossec-hids", "clamav-daemon", "clamd",
@@ -28,7 +28,7 @@ SECURITY_SERVICES = frozenset(
         "syslog-ng", "systemd-journald", "elastic-agent", "sentinelone", "cbagentd",
     }
 )
-_SECURITY_SERVICE_RE = re.compile(
+_SECURITY_SERVICE_RE: Final = re.compile(
     r"^(?:" + "|".join(re.escape(s) for s in SECURITY_SERVICES) + r")(?:\.service)?$"
 )
 
@@ -84,7 +84,8 @@ def _check_rm(sink: ShellSink, inv: Invocation) -> None:
                         confidence="low", severity=Severity.MEDIUM)
 
 
-_BARE_VARS = {"$" + v for v in ("DIR", "TARGET", "PREFIX", "ROOT", "BASE", "DEST")} | {UNKNOWN}
+_BARE_VARS: Final = {"$" + v for v in ("DIR", "TARGET", "PREFIX", "ROOT", "BASE", "DEST")} | {
+    UNKNOWN}
 
 
 def _check_find(sink: ShellSink, inv: Invocation) -> None:
@@ -214,13 +215,13 @@ def _check_mount(sink: ShellSink, inv: Invocation) -> None:
         sink.report("CONTAINER-ESCAPE", inv.line, "mount")
 
 
-_DOCKER_RISKY = re.compile(
+_DOCKER_RISKY: Final = re.compile(
     r"^--privileged|^--(?:pid|ipc|userns|uts)(?:=|$)host|^--cap-add(?:=|$)(?:ALL|SYS_ADMIN|"
     r"SYS_PTRACE|SYS_MODULE)|(?:apparmor|seccomp)[:=]unconfined|^--device(?:=|$)",
     re.IGNORECASE,
 )
-_HOST_MOUNT = re.compile(r"^(?:/|/etc|/root|/proc|/sys|/dev|/var/run|/run|/home|/boot)"
-                         r"(?::|,|$)|docker\.sock|(?:source|src)=/(?:,|$)")
+_HOST_MOUNT: Final = re.compile(r"^(?:/|/etc|/root|/proc|/sys|/dev|/var/run|/run|/home|/boot)"
+                                r"(?::|,|$)|docker\.sock|(?:source|src)=/(?:,|$)")
 
 
 def _check_container_cli(sink: ShellSink, inv: Invocation) -> None:
@@ -243,8 +244,8 @@ def _check_modprobe(sink: ShellSink, inv: Invocation) -> None:
         sink.report("KERNEL", inv.line, inv.name)
 
 
-_SECURITY_SYSCTLS = ("kernel.randomize_va_space", "kernel.yama.ptrace_scope",
-                     "kernel.kptr_restrict", "kernel.dmesg_restrict")
+_SECURITY_SYSCTLS: Final = ("kernel.randomize_va_space", "kernel.yama.ptrace_scope",
+                            "kernel.kptr_restrict", "kernel.dmesg_restrict")
 
 
 def _check_sysctl(sink: ShellSink, inv: Invocation) -> None:
@@ -353,7 +354,7 @@ def _check_accounts(sink: ShellSink, inv: Invocation) -> None:
         sink.report("SYSTEM-FILE-WRITE", inv.line, inv.name)
 
 
-CHECKS: dict[str, Callable[[ShellSink, Invocation], None]] = {
+CHECKS: Final[dict[str, Callable[[ShellSink, Invocation], None]]] = {
     "rm": _check_rm, "find": _check_find, "chmod": _check_chmod, "chown": _check_chown,
     "chgrp": _check_chown, "setcap": _report("SETUID", "setcap"), "dd": _check_dd,
     "mkfs": _check_disk_tool, "mke2fs": _check_disk_tool, "mkswap": _check_disk_tool,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from guard_plugins.codescreen.decoders import BYTE_DECODERS, rot13
 from guard_plugins.codescreen.paths import Access
@@ -24,16 +24,17 @@ if TYPE_CHECKING:
 
 __all__ = ["Stream", "command_output", "foreign_inline"]
 
-_FILTERS = frozenset({"tee", "cat", "grep", "egrep", "sed", "awk", "head", "tail", "sort", "uniq",
-                      "tr", "cut", "gzip", "base64", "xxd", "od", "openssl", "jq", "column",
-                      "paste", "fold", "zip", "bzip2", "xz", "python", "python3", "perl"})
-_ECHO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|0[0-7]{0,3}|[0-7]{1,3}|[ntr\\abefv])")
-_SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "a": "\a", "b": "\b",
-                   "e": "\x1b", "f": "\f", "v": "\v"}
-_ROT13_SETS = {("A-Za-z", "N-ZA-Mn-za-m"), ("a-zA-Z", "n-za-mN-ZA-M"),
-               ("a-z", "n-za-m"), ("A-Z", "N-ZA-M")}
-_DECOMPRESSORS = {"gunzip": "gzip", "zcat": "gzip", "bunzip2": "bz2", "bzcat": "bz2",
-                  "unxz": "lzma", "xzcat": "lzma", "uncompress": "zlib"}
+_FILTERS: Final = frozenset({"tee", "cat", "grep", "egrep", "sed", "awk", "head", "tail", "sort",
+                             "uniq", "tr", "cut", "gzip", "base64", "xxd", "od", "openssl", "jq",
+                             "column", "paste", "fold", "zip", "bzip2", "xz", "python", "python3",
+                             "perl"})
+_ECHO_ESCAPE: Final = re.compile(r"\\(x[0-9a-fA-F]{1,2}|0[0-7]{0,3}|[0-7]{1,3}|[ntr\\abefv])")
+_SIMPLE_ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "a": "\a", "b": "\b",
+                          "e": "\x1b", "f": "\f", "v": "\v"}
+_ROT13_SETS: Final = {("A-Za-z", "N-ZA-Mn-za-m"), ("a-zA-Z", "n-za-mN-ZA-M"),
+                      ("a-z", "n-za-m"), ("A-Z", "N-ZA-M")}
+_DECOMPRESSORS: Final = {"gunzip": "gzip", "zcat": "gzip", "bunzip2": "bz2", "bzcat": "bz2",
+                         "unxz": "lzma", "xzcat": "lzma", "uncompress": "zlib"}
 
 
 @dataclass(frozen=True)
@@ -178,17 +179,18 @@ def command_output(inv: Invocation, stdin: Stream | None, downloaded: set[str]) 
     return None
 
 
-_SOCKETISH = re.compile(r"socket|fsockopen|TCPSocket|IO::Socket|net\.connect|net\.Socket|"
-                        r"/dev/tcp|TCPClient|stream_socket_client", re.IGNORECASE)
-_SHELLISH = re.compile(r"/bin/(?:ba|z|da|k)?sh\b|\bsh -i\b|cmd\.exe|\bexec\s*[(\"']|spawn\s*\(|"
-                       r"\bsystem\s*\(|popen|proc_open|child_process|shell_exec|dup2|"
-                       r"\bexec\s*\{", re.IGNORECASE)
-_FORK_LOOP = re.compile(r"fork\s*(?:\(\s*\))?\s*(?:while|until)\b|(?:while|for)\s*\(\s*"
-                        r"(?:1|true|;;)\s*\)\s*\{?\s*(?:\w+\s*=\s*)?fork|loop\s*\{\s*fork",
-                        re.IGNORECASE)
-_EMBEDDED_SHELL = re.compile(r"(?:system|exec|popen|shell_exec|passthru|execSync|spawnSync|"
-                             r"qx)\s*\(?\s*([\"'])(.{1,2000}?)\1|`([^`]{1,2000})`", re.DOTALL)
-_QUOTED = re.compile(r"([\"'])([^\"'\n]{1,500})\1")
+_SOCKETISH: Final = re.compile(r"socket|fsockopen|TCPSocket|IO::Socket|net\.connect|net\.Socket|"
+                               r"/dev/tcp|TCPClient|stream_socket_client", re.IGNORECASE)
+_SHELLISH: Final = re.compile(r"/bin/(?:ba|z|da|k)?sh\b|\bsh -i\b|cmd\.exe|\bexec\s*[(\"']|"
+                              r"spawn\s*\(|\bsystem\s*\(|popen|proc_open|child_process|"
+                              r"shell_exec|dup2|\bexec\s*\{", re.IGNORECASE)
+_FORK_LOOP: Final = re.compile(r"fork\s*(?:\(\s*\))?\s*(?:while|until)\b|(?:while|for)\s*\(\s*"
+                               r"(?:1|true|;;)\s*\)\s*\{?\s*(?:\w+\s*=\s*)?fork|loop\s*\{\s*fork",
+                               re.IGNORECASE)
+_EMBEDDED_SHELL: Final = re.compile(r"(?:system|exec|popen|shell_exec|passthru|execSync|"
+                                    r"spawnSync|qx)\s*\(?\s*([\"'])(.{1,2000}?)\1|"
+                                    r"`([^`]{1,2000})`", re.DOTALL)
+_QUOTED: Final = re.compile(r"([\"'])([^\"'\n]{1,500})\1")
 
 
 def foreign_inline(sink: ShellSink, code: str, line: int) -> None:

@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Final
 
 from guard_plugins.codescreen.paths import UNKNOWN
 
 __all__ = ["Subst", "Token", "tokenize"]
 
-_OPERATORS = (
+_OPERATORS: Final = (
     "&>>", "<<<", "<<-", "&&", "||", ";;", "|&", ">>", ">|", ">&", "&>", "<&", "<>", "<<",
     ";", "&", "|", "(", ")", "<", ">",
 )
 # A run of characters the lexer copies one by one into the current word (no quote, escape,
 # substitution, operator, blank or comment start): copied in one step instead.
-_PLAIN = re.compile(r"[^\\ \t\r\n#'\"$`;&|()<>]+")
-_ANSI_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "e": "\x1b",
-                 "f": "\f", "v": "\v", "\\": "\\", "'": "'", '"': '"', "?": "?"}
+_PLAIN: Final = re.compile(r"[^\\ \t\r\n#'\"$`;&|()<>]+")
+_ANSI_ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "e": "\x1b",
+                        "f": "\f", "v": "\v", "\\": "\\", "'": "'", '"': '"', "?": "?"}
 
 
 @dataclass(frozen=True)

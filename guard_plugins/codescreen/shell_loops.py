@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from guard_plugins.codescreen.shell_parse import Command, program_name
 
 __all__ = ["track_structure"]
 
-_TRUE_CONDITIONS = (["true"], [":"], ["/bin/true"], ["[", "1", "]"], ["1"], ["test", "1"])
-_FALSE_CONDITIONS = (["false"], ["/bin/false"])
-_SKIP_KEYWORDS = frozenset({"do", "then", "else", "elif", "if", "!", "time", "fi", "esac"})
+_TRUE_CONDITIONS: Final = (["true"], [":"], ["/bin/true"], ["[", "1", "]"], ["1"], ["test", "1"])
+_FALSE_CONDITIONS: Final = (["false"], ["/bin/false"])
+_SKIP_KEYWORDS: Final = frozenset({"do", "then", "else", "elif", "if", "!", "time", "fi", "esac"})
 
 Report = Callable[..., None]
 

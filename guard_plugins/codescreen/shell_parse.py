@@ -11,17 +11,18 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass, field
+from typing import Final
 
 from guard_plugins.codescreen.shell_lex import Token
 
 __all__ = ["Command", "Pipeline", "Unwrapped", "split_commands", "unwrap"]
 
-_SEPARATORS = frozenset({";", "\n", "&&", "||", ";;", "&", "(", ")"})
-_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?\+?=")
-RESERVED = frozenset({"if", "then", "else", "elif", "do", "while", "until", "!", "{", "}",
-                      "time", "fi", "done", "esac", "in", "coproc"})
+_SEPARATORS: Final = frozenset({";", "\n", "&&", "||", ";;", "&", "(", ")"})
+_ASSIGNMENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?\+?=")
+RESERVED: Final = frozenset({"if", "then", "else", "elif", "do", "while", "until", "!", "{", "}",
+                             "time", "fi", "done", "esac", "in", "coproc"})
 # Wrappers and how many option words take a value (so the wrapped program is found).
-_WRAPPERS: dict[str, frozenset[str]] = {
+_WRAPPERS: Final[dict[str, frozenset[str]]] = {
     "sudo": frozenset({"-u", "-g", "-C", "-p", "-h", "-r", "-t", "-U", "-D", "-R", "-T"}),
     "doas": frozenset({"-u", "-C"}),
     "pkexec": frozenset({"--user"}),
@@ -35,8 +36,8 @@ _WRAPPERS: dict[str, frozenset[str]] = {
     "watch": frozenset({"-n", "-d"}), "proxychains": frozenset(), "proxychains4": frozenset(),
     "torsocks": frozenset(), "caffeinate": frozenset(),
 }
-_POSITIONAL_WRAPPERS = {"timeout": 1, "chroot": 1}
-PRIVILEGE_WRAPPERS = frozenset({"sudo", "doas", "pkexec", "runuser"})
+_POSITIONAL_WRAPPERS: Final = {"timeout": 1, "chroot": 1}
+PRIVILEGE_WRAPPERS: Final = frozenset({"sudo", "doas", "pkexec", "runuser"})
 
 
 @dataclass
