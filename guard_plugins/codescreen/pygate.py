@@ -120,7 +120,7 @@ class Gate:
         self._lines: dict[int, tuple[list[str], bool]] = {}  # index: words, hot (on demand)
         # Patterns that may span lines are found in the whole text, the rest line by line.
         lowered = text.lower()
-        found = [(lowered, _LONG_NUMBER), (lowered, _CONCATENATION)]
+        found = [(lowered, _CONCATENATION)]
         if "<<" in text or ":=" in text:
             found.append((text, _OPERATORS))
         if "0x" in lowered or "0o" in lowered or "0b" in lowered:
@@ -146,7 +146,7 @@ class Gate:
                     words = _identifiers(words)
                     break
             hot = index in self._hot_lines or not self._triggers.isdisjoint(words) or any(
-                char in text for char in _HOT_CHARS)
+                char in text for char in _HOT_CHARS) or _LONG_NUMBER.search(text) is not None
             line = self._lines[index] = (words, hot)
         return line
 

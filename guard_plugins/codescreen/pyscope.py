@@ -260,8 +260,13 @@ class Scope:
                     not isinstance(value, _Call) or self._partial_call(value)):
                 partial = self.partial_text(value)
                 constant = UNKNOWN if partial is None else partial
-        for table in (self.aliases, self.consts, self.taints):
-            table.pop(name, None)
+        # `in` then `del`: compiled, both are direct C calls (`pop` is a method lookup).
+        if name in self.aliases:
+            del self.aliases[name]
+        if name in self.consts:
+            del self.consts[name]
+        if name in self.taints:
+            del self.taints[name]
         if resolved is not None:
             self.aliases[name] = resolved
         if constant is not UNKNOWN:

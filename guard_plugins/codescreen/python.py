@@ -113,7 +113,10 @@ class PythonScanner:
         # Identifiers are NFKC-normalised by the parser: non-ASCII text may hide a name.
         gated = not ctx.exhaustive and text.isascii()
         self.gate = Gate(text, _STATEMENT_TRIGGERS) if gated else None
-        self._alias_hits: dict[tuple[str, bool], bool] = {}
+        # Per vocabulary: does an alias (its target) name something in it? (`_aliases_in`)
+        self._rule_alias_hits: dict[str, bool] = {}
+        self._taint_alias_hits: dict[str, bool] = {}
+        self._replication_alias_hits: dict[str, bool] = {}
 
     def report(self, concept: str, line: int, detail: str = "", *,
                confidence: Confidence | None = None, severity: Severity | None = None) -> None:
@@ -171,10 +174,11 @@ class PythonScanner:
 
     def _mentions_live(self, words: list[str]) -> bool:
         """Does one of `words` hold something a check may use (constant, taint, file, alias)?"""
-        scope = self.scope
-        if not (scope.consts.keys().isdisjoint(words) and scope.taints.keys().isdisjoint(words)
-                and self.state.file_paths.keys().isdisjoint(words)):
-            return True
+        # Plain loops: compiled, `in` on a dict is a direct C call, `keys().isdisjoint` is not.
+        consts, taints, files = self.scope.consts, self.scope.taints, self.state.file_paths
+        for word in words:
+            if word in consts or word in taints or word in files:
+                return True
         return self._aliases_in(words, _TRIGGERS)
 
     def _aliases_in(self, words: list[str], vocabulary: frozenset[str]) -> bool:
@@ -185,10 +189,19 @@ class PythonScanner:
         result only matters through its module (``numpy.zeros()`` is not ``numpy.zeros``).
         """
         aliases = self.scope.aliases
-        for name in aliases.keys() & words:
-            alias = aliases[name]
-            key = (alias, vocabulary is _TRIGGERS)
-            hit = self._alias_hits.get(key)
+        if not aliases:
+            return False
+        if vocabulary is _TRIGGERS:
+            hits = self._rule_alias_hits
+        elif vocabulary is _TAINT_WORDS:
+            hits = self._taint_alias_hits
+        else:
+            hits = self._replication_alias_hits
+        for word in words:
+            alias = aliases.get(word)
+            if alias is None:
+                continue
+            hit = hits.get(alias)
             if hit is None:
                 parts = _WORD.findall(alias)
                 if vocabulary is not _TRIGGERS:
@@ -196,15 +209,18 @@ class PythonScanner:
                 else:
                     hit = bool(parts) and (parts[0] in vocabulary or (
                         parts[-1] in vocabulary and not alias.endswith(")")))
-                self._alias_hits[key] = hit
+                hits[alias] = hit
             if hit:
                 return True
         return False
 
     def _may_taint(self, words: list[str]) -> bool:
         """Could the statement with these words carry taint?"""
-        return not (_TAINT_WORDS.isdisjoint(words) and self.scope.taints.keys().isdisjoint(words)
-                    ) or self._aliases_in(words, _TAINT_WORDS)
+        taints = self.scope.taints
+        for word in words:
+            if word in _TAINT_WORDS or word in taints:
+                return True
+        return self._aliases_in(words, _TAINT_WORDS)
 
     def _statement(self, node: ast.stmt, mode: int, words: list[str] | None) -> None:
         """Analyse one statement (`words`: those of its header, None when not gated)."""

@@ -87,7 +87,6 @@ def children(node: ast.AST) -> list[ast.AST]:
 def walk(node: ast.AST) -> list[ast.AST]:
     """`node` and all its descendants, breadth first, context markers excluded."""
     out = [node]
-    append = out.append
     fields_of = _CHILD_FIELDS
     node_type = _AST
     for current in out:  # grows while iterated: breadth first
@@ -102,7 +101,7 @@ def walk(node: ast.AST) -> list[ast.AST]:
             if type(value) is list:
                 for item in value:
                     if isinstance(item, node_type):
-                        append(item)
+                        out.append(item)
             elif isinstance(value, node_type):
-                append(value)
+                out.append(value)
     return out
