@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Final
 
 __all__ = [
+    "METADATA_ANCHORS",
     "METADATA_HOSTS",
     "UNKNOWN",
     "Access",
@@ -113,6 +114,10 @@ METADATA_HOSTS: Final = (
     r"a9fe:a9fe"
 )
 _METADATA: Final = re.compile(METADATA_HOSTS, re.IGNORECASE)
+# Every host above contains one of these (lowercase; no letter in them has a non-ASCII case
+# variant, so the lowered text of any match contains one too): a cheap test before the search.
+METADATA_ANCHORS: Final = ("169.254", "metadata.", "fd00:", "100.100.", "2852039166", "a9fe",
+                           "0251.")
 
 
 def normalize(raw: str) -> str:
@@ -155,6 +160,9 @@ def is_root_like(path: str) -> bool:
 def find_metadata_host(text: str) -> str | None:
     """The cloud-metadata host mentioned in `text`, if any."""
     if text.isalpha():  # every host has digits, dots or colons
+        return None
+    lowered = text.lower()
+    if not any(anchor in lowered for anchor in METADATA_ANCHORS):
         return None
     match = _METADATA.search(text)
     return match.group(0) if match else None

@@ -27,7 +27,7 @@ from itertools import accumulate
 from types import ModuleType
 from typing import Final
 
-from guard_plugins.codescreen.paths import METADATA_HOSTS
+from guard_plugins.codescreen.paths import METADATA_ANCHORS, METADATA_HOSTS
 
 __all__ = ["INLINE_WORDS", "SECONDARY_TABLES", "Gate", "trigger_words"]
 
@@ -57,8 +57,6 @@ _LONG_NUMBER: Final = re.compile(r"[0-9][0-9_]{5}")
 _RADIX_NUMBER: Final = re.compile(r"0[xXoObB][0-9a-fA-F_]{5}")
 # On lowered text: much faster than IGNORECASE.
 _METADATA: Final = re.compile(METADATA_HOSTS.lower())
-_METADATA_ANCHORS: Final = ("169.254", "metadata.", "fd00:", "100.100.", "2852039166", "a9fe",
-                            "0251.")
 _COMPOUND: Final = frozenset({ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith,
                               ast.Try, ast.TryStar, ast.FunctionDef, ast.AsyncFunctionDef,
                               ast.ClassDef, ast.Match})
@@ -125,7 +123,7 @@ class Gate:
             found.append((text, _OPERATORS))
         if "0x" in lowered or "0o" in lowered or "0b" in lowered:
             found.append((lowered, _RADIX_NUMBER))
-        if any(anchor in lowered for anchor in _METADATA_ANCHORS):
+        if any(anchor in lowered for anchor in METADATA_ANCHORS):
             found.append((lowered, _METADATA))
         self._hot_lines: set[int] = set()
         ends: list[int] | None = None
@@ -145,7 +143,8 @@ class Gate:
                 if word[0] in _DIGITS:  # `1e5`, `0x1f`: _WORD reads `e5`, `x1f`, nothing of `10`
                     words = _identifiers(words)
                     break
-            hot = index in self._hot_lines or not self._triggers.isdisjoint(words) or any(
+            triggers = self._triggers
+            hot = index in self._hot_lines or any(word in triggers for word in words) or any(
                 char in text for char in _HOT_CHARS) or _LONG_NUMBER.search(text) is not None
             line = self._lines[index] = (words, hot)
         return line

@@ -14,7 +14,6 @@ import ast
 import re
 import threading
 import warnings
-from collections.abc import Iterator
 from typing import Final
 
 from guard_plugins.codescreen import pycalls, pyconst, pydecode, pyfiles, pyloops, pyscope
@@ -113,10 +112,6 @@ class PythonScanner:
         # Identifiers are NFKC-normalised by the parser: non-ASCII text may hide a name.
         gated = not ctx.exhaustive and text.isascii()
         self.gate = Gate(text, _STATEMENT_TRIGGERS) if gated else None
-        # Per vocabulary: does an alias (its target) name something in it? (`_aliases_in`)
-        self._rule_alias_hits: dict[str, bool] = {}
-        self._taint_alias_hits: dict[str, bool] = {}
-        self._replication_alias_hits: dict[str, bool] = {}
 
     def report(self, concept: str, line: int, detail: str = "", *,
                confidence: Confidence | None = None, severity: Severity | None = None) -> None:
@@ -192,11 +187,11 @@ class PythonScanner:
         if not aliases:
             return False
         if vocabulary is _TRIGGERS:
-            hits = self._rule_alias_hits
+            hits = _RULE_ALIAS_HITS
         elif vocabulary is _TAINT_WORDS:
-            hits = self._taint_alias_hits
+            hits = _TAINT_ALIAS_HITS
         else:
-            hits = self._replication_alias_hits
+            hits = _REPLICATION_ALIAS_HITS
         for word in words:
             alias = aliases.get(word)
             if alias is None:
@@ -209,6 +204,8 @@ class PythonScanner:
                 else:
                     hit = bool(parts) and (parts[0] in vocabulary or (
                         parts[-1] in vocabulary and not alias.endswith(")")))
+                if len(hits) >= _ALIAS_HITS_LIMIT:
+                    hits.clear()
                 hits[alias] = hit
             if hit:
                 return True
@@ -508,22 +505,24 @@ def _own_fields(cls: type) -> tuple[str, ...]:
 _OWN_FIELDS: Final[dict[type, tuple[str, ...]]] = {}
 
 
-def _own_expressions(node: ast.stmt) -> Iterator[ast.expr]:
+def _own_expressions(node: ast.stmt) -> list[ast.expr]:
     fields = _OWN_FIELDS.get(type(node)) or _own_fields(type(node))
+    out: list[ast.expr] = []  # a list, not a generator: cheaper compiled
     for field in fields:
         value = getattr(node, field, None)
         items = value if type(value) is list else [value]
         for item in items:
             if isinstance(item, _expr):
-                yield item
+                out.append(item)
             elif isinstance(item, _withitem):
-                yield item.context_expr
+                out.append(item.context_expr)
             elif isinstance(item, _keyword):
-                yield item.value
+                out.append(item.value)
             elif isinstance(item, _ExceptHandler) and item.type is not None:
-                yield item.type
+                out.append(item.type)
             elif isinstance(item, _arguments):
-                yield from (d for d in item.defaults + item.kw_defaults if d is not None)
+                out.extend(d for d in item.defaults + item.kw_defaults if d is not None)
+    return out
 
 
 _WORD: Final = re.compile(r"[A-Za-z_]\w*")
@@ -543,6 +542,12 @@ _STATEMENT_TRIGGERS: Final = _TRIGGERS | (trigger_words((pyconst, pydecode)) - _
 _TAINT_WORDS: Final = frozenset(_WORD.findall(" ".join((
     *pyscope.NET_SOURCES, *pyscope.NET_METHODS, *pyscope.INPUT_SOURCES, *pyscope.IMPORTERS,
     "environ argv getattr globals locals vars __dict__ modules builtins __builtins__"))))
+# Per vocabulary: does an alias (the dotted name it stands for) name something in it? Only the
+# alias text decides, so the answers are shared by all scans (`_aliases_in`), within a bound.
+_RULE_ALIAS_HITS: Final[dict[str, bool]] = {}
+_TAINT_ALIAS_HITS: Final[dict[str, bool]] = {}
+_REPLICATION_ALIAS_HITS: Final[dict[str, bool]] = {}
+_ALIAS_HITS_LIMIT: Final = 4096
 
 
 def looks_like_shell(text: str) -> bool:
