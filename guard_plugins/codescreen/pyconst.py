@@ -105,6 +105,9 @@ class Evaluator:
 
     def evaluate(self, node: ast.expr) -> tuple[object, set[str]]:
         """Re-entrant: the value of `node` and the flags of that evaluation (memoised)."""
+        if type(node) is _Constant and self._reentry < _MAX_REENTRY:  # as `_eval` would fold it
+            constant = node.value
+            return (constant if isinstance(constant, (str, bytes, int, float)) else UNKNOWN), set()
         hit = self._memo.get(id(node))
         if hit is not None and hit[0] is node:
             return hit[1], set(hit[2])
