@@ -1,7 +1,7 @@
 """PEP 517 build backend: setuptools, with the code screen compiled by mypyc in wheels.
 
 `guard_plugins.codescreen` is plain, strictly typed Python. A wheel build (``pip install .``,
-``python -m build``) also compiles it with mypyc, which scans about 1.4× faster; the ``.py``
+``python -m build``) also compiles it with mypyc, which scans about twice as fast; the ``.py``
 sources stay in the wheel and are what runs wherever the compiled modules are absent. Editable
 installs (``pip install -e .``) and sdists stay pure Python, so edits to the sources take effect
 without a rebuild. ``GUARD_PLUGINS_PURE_PYTHON=1`` keeps a wheel pure Python too; a wheel build
