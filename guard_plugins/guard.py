@@ -19,7 +19,6 @@ True
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import logging
 import os
@@ -42,7 +41,7 @@ from guard_plugins.conversation import (
     ToolCallPart,
     Turn,
 )
-from guard_plugins.decision import Decision, PromptGuardResult, ScreenFinding
+from guard_plugins.decision import Decision, PromptGuardResult, ScreenFinding, new_decision
 from guard_plugins.errors import ConfigError
 from guard_plugins.fitting import fit_conversation
 from guard_plugins.policy import Action, Hook, HookPolicy, Policy
@@ -333,42 +332,30 @@ class Guard:
     ) -> tuple[list[ClassificationRequest], dict[str, Any]]:
         """Fit and render the requests; screen the code; the fields every outcome shares."""
         categories = rules.categories
-        budget = self.policy.max_prompt_tokens or self.backend.max_prompt_tokens
-        max_context_turns = self.policy.max_context_turns
-        if budget is None and max_context_turns is None:
-            # Nothing to trim (fit_conversation would return the conversation as it is): the
-            # common case, one request.
-            request = ClassificationRequest(conversation, categories, threshold=rules.threshold)
-            request._seed_prompt(build_prompt_from_turns(conversation, turns, categories))
-            requests = [request]
-            neutralized = request.prompt.neutralized
-            trimmed = 0
-        else:
-            fitted = fit_conversation(
-                conversation,
-                categories,
-                budget=budget,
-                count_tokens=self.backend.count_tokens,
-                max_context_turns=max_context_turns,
-                turns=turns,
-            )
-            requests = []
-            for conv in fitted.conversations:
-                request = ClassificationRequest(conv, categories, threshold=rules.threshold)
-                if len(fitted.conversations) == 1 and fitted.prompt is not None:
-                    request._seed_prompt(fitted.prompt)  # fitting rendered it already
-                elif conv is conversation:
-                    request._seed_prompt(build_prompt_from_turns(conv, turns, categories))
-                requests.append(request)
-            neutralized = any(r.prompt.neutralized for r in requests)
-            trimmed = fitted.trimmed_messages
+        fitted = fit_conversation(
+            conversation,
+            categories,
+            budget=self.policy.max_prompt_tokens or self.backend.max_prompt_tokens,
+            count_tokens=self.backend.count_tokens,
+            max_context_turns=self.policy.max_context_turns,
+            turns=turns,
+        )
+        requests = []
+        for conv in fitted.conversations:
+            request = ClassificationRequest(conv, categories, threshold=rules.threshold)
+            if len(fitted.conversations) == 1 and fitted.prompt is not None:
+                request._seed_prompt(fitted.prompt)  # fitting rendered it already
+            elif conv is conversation:
+                request._seed_prompt(build_prompt_from_turns(conv, turns, categories))
+            requests.append(request)
+        neutralized = any(r.prompt.neutralized for r in requests)
         findings = _screen(call) if (rules.screen and call) else ()
         common: dict[str, Any] = {
             "tool_name": tool_name,
             "findings": findings,
             "enforced": not self.policy.monitor,
             "windows": len(requests),
-            "trimmed_turns": trimmed,
+            "trimmed_turns": fitted.trimmed_messages,
             "neutralized": neutralized,
         }
         return requests, common
@@ -583,7 +570,7 @@ def _apply_policy(
         and not common.get("findings")
         and (prompt_guard is None or not prompt_guard.flagged)
     ):  # the common outcome, without collecting rules that cannot fire
-        return _decision(
+        return new_decision(
             hook, Action.ALLOW, "safe", verdict=verdicts[0], prompt_guard=prompt_guard, **common
         )
     flagged: dict[str, Any] = {}
@@ -613,11 +600,11 @@ def _apply_policy(
         rules.append((hp.prompt_guard_action, "prompt_guard"))
     if not rules:
         rule = "safe" if all(v.safe for v in verdicts) else "below_threshold"
-        return _decision(
+        return new_decision(
             hook, Action.ALLOW, rule, verdict=worst, prompt_guard=prompt_guard, **common
         )
     action, rule = max(rules, key=lambda r: r[0].severity)
-    return _decision(
+    return new_decision(
         hook,
         action,
         rule,
@@ -629,48 +616,6 @@ def _apply_policy(
         else None,
         **common,
     )
-
-
-def _decision_template() -> tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...]] | None:
-    """Decision's fields in order with their defaults (and the fields built by a factory),
-    when it is a plain frozen dataclass that `_decision` can fill; None otherwise."""
-    if hasattr(Decision, "__post_init__") or "__slots__" in Decision.__dict__:
-        return None  # pragma: no cover - Decision validates or has no __dict__: use __init__
-    template: dict[str, Any] = {}
-    factories: list[tuple[str, Callable[[], Any]]] = []
-    for spec in dataclasses.fields(Decision):
-        template[spec.name] = None if spec.default is dataclasses.MISSING else spec.default
-        if spec.default_factory is not dataclasses.MISSING:
-            factories.append((spec.name, spec.default_factory))
-    return template, tuple(factories)
-
-
-_DECISION_TEMPLATE = _decision_template()
-
-
-def _decision(hook: Hook, action: Action, rule: str, **fields: Any) -> Decision:
-    """`Decision(hook, action, rule, **fields)`, built by filling its `__dict__` in field order.
-
-    The generated `__init__` of a frozen dataclass sets each of Decision's 20 fields through
-    `object.__setattr__`, which made building the Decision a fifth of a whole check. The
-    object is the same: same class, same fields and values (tests/test_guard.py compares)."""
-    if _DECISION_TEMPLATE is None:  # pragma: no cover - see _decision_template
-        return Decision(hook, action, rule, **fields)
-    template, factories = _DECISION_TEMPLATE
-    state = template.copy()
-    state["hook"] = hook
-    state["action"] = action
-    state["rule"] = rule
-    state.update(fields)
-    if len(state) != len(template):
-        unknown = sorted(set(state) - set(template))
-        raise TypeError(f"Decision got unexpected fields {unknown}")
-    for name, factory in factories:
-        if name not in fields:
-            state[name] = factory()
-    decision = object.__new__(Decision)
-    object.__setattr__(decision, "__dict__", state)
-    return decision
 
 
 def _hook(hook: Hook | str) -> Hook:

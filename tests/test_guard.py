@@ -457,10 +457,10 @@ def test_sync_call_from_the_portal_loop_is_refused() -> None:
 
 
 def test_decisions_built_by_the_pipeline_are_ordinary_decisions() -> None:
-    # The pipeline fills a Decision's fields directly (guard._decision); the object must be the
+    # The pipeline fills a Decision's fields directly (new_decision); the object must be the
     # one Decision(...) builds: equal, same repr, same attributes in the same order, its own
     # `extra`, and unknown fields refused as the constructor refuses them.
-    from guard_plugins.guard import _decision
+    from guard_plugins.decision import new_decision as _decision
 
     verdict = Verdict(safe=True)
     fields: dict[str, Any] = {"verdict": verdict, "tool_name": "bash", "windows": 2}
