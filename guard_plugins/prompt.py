@@ -25,6 +25,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from guard_plugins._frozen import filled
 from guard_plugins.categories import CategoryLike, CategorySpec, resolve_categories
 from guard_plugins.conversation import AssessedRole, Conversation, ConversationLike, Turn
 from guard_plugins.images import ImagePart
@@ -93,7 +94,11 @@ def prompt_suffix(role: AssessedRole) -> str:
 
 
 def render_turn(turn: Turn) -> str:
-    return f"{turn.role}: {IMAGE_TOKEN * len(turn.images)}{turn.text}{_TURN_END}"
+    return _turn_line(turn.role, len(turn.images), turn.text)
+
+
+def _turn_line(role: str, image_count: int, text: str) -> str:
+    return f"{role}: {IMAGE_TOKEN * image_count}{text}{_TURN_END}"
 
 
 def build_prompt(
@@ -122,20 +127,16 @@ def build_prompt_from_turns(
     for turn in turns:
         clean = neutralize_text(turn.text).strip()
         neutralized = neutralized or clean != turn.text.strip()
-        # render_turn of the cleaned turn, without building that Turn
-        body.append(f"{turn.role}: {IMAGE_TOKEN * len(turn.images)}{clean}{_TURN_END}")
+        body.append(_turn_line(turn.role, len(turn.images), clean))  # the cleaned turn
     if not turns[-1].images and not clean:
         from guard_plugins.errors import ConversationError
 
         raise ConversationError(f"the last {role} turn has nothing to assess after cleaning")
     text = _prefix(role, tuple(chosen)) + "".join(body) + prompt_suffix(role)
-    # RenderedPrompt(text, role, chosen, len(images), neutralized, images), with its fields
-    # filled in directly: the frozen dataclass's __init__ (one object.__setattr__ per field) is a
-    # measurable share of a check. Same object: tests/test_prompt.py compares the two.
-    prompt = object.__new__(RenderedPrompt)
-    object.__setattr__(
-        prompt,
-        "__dict__",
+    # RenderedPrompt(text, role, chosen, len(images), neutralized, images) without its __init__;
+    # tests/test_prompt.py compares the two.
+    return filled(
+        RenderedPrompt,
         {
             "text": text,
             "role": role,
@@ -145,7 +146,6 @@ def build_prompt_from_turns(
             "images": images,
         },
     )
-    return prompt
 
 
 def render_prompt(
